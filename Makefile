@@ -1,0 +1,35 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test setup train-fusion train-image evaluate bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-nodeps.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-deps -r requirements-nodeps.txt
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/streamlit run app.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+# The committed default models (about an hour each on 2 CPU cores; both can run at once with
+# THREADS=1). Re-running a target resumes from runs/<name>/checkpoint.pt.
+THREADS ?= 2
+TRAIN_COMMON := --freeze-stages 3 --epochs 12 --optimizer adamw --lr 3e-4 --weight-decay 0.01 --resume --threads $(THREADS)
+
+train-fusion: $(STAMP)
+	$(PY) -m core.train --name fusion-lite0 $(TRAIN_COMMON)
+
+train-image: $(STAMP)
+	$(PY) -m core.train --name image-lite0 --no-metadata $(TRAIN_COMMON)
+
+evaluate: $(STAMP)
+	$(PY) -m core.evaluate --bundle weights/fusion-lite0
+	$(PY) -m core.evaluate --bundle weights/image-lite0

@@ -1,0 +1,1 @@
+"""Dermoscopy decision support: model, data pipeline, training and inference (no Streamlit here)."""

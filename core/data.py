@@ -1,0 +1,311 @@
+"""Dataset loading, cleaning, lesion-grouped splits and the torch Dataset.
+
+All loaders return one standard frame so the rest of the code never sees a dataset's own
+column names:
+
+    image_id, group_id, dx, label, melanoma, age, age_missing, sex, site, dx_type, image_path
+
+`group_id` is the unit that must never straddle two splits: HAM10000's lesion_id, ISIC 2020's
+patient_id.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from sklearn.model_selection import StratifiedGroupKFold
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from core.config import CLASSES
+from core.errors import InputError
+from core.metadata import UNKNOWN, MetadataEncoder
+
+log = logging.getLogger(__name__)
+
+HAM_COLUMNS = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization")
+ISIC_COLUMNS = ("image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge", "target")
+HAM_IMAGE_DIRS = ("images", "HAM10000_images_part_1", "HAM10000_images_part_2", ".")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class CleaningReport:
+    """What cleaning changed, for the training log and the model card."""
+
+    rows_in: int = 0
+    duplicates_dropped: int = 0
+    age_imputed: int = 0
+    sex_unknown: int = 0
+    site_unknown: int = 0
+    unreadable_images: list[str] = field(default_factory=list)
+    rows_out: int = 0
+
+    def as_dict(self) -> dict:
+        return {**self.__dict__, "unreadable_images": list(self.unreadable_images)}
+
+
+def _require_columns(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise InputError(
+            f"{what} is missing the column(s) {', '.join(missing)}; expected {', '.join(columns)}."
+        )
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise InputError(f"No such file: {path}")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path.name} is not a readable CSV file ({exc.__class__.__name__}).") from None
+    if frame.empty:
+        raise InputError(f"{path.name} has no data rows.")
+    return frame
+
+
+def find_ham_csv(root: Path) -> Path:
+    """The metadata CSV in a HAM10000 folder (this repo's layout or the Dataverse/Kaggle one)."""
+    root = Path(root)
+    if root.is_file():
+        return root
+    if not root.is_dir():
+        raise InputError(f"No such folder: {root}")
+    for name in ("HAM10000_metadata.csv", "HAM10000_metadata", "metadata.csv"):
+        if (root / name).is_file():
+            return root / name
+    raise InputError(f"No HAM10000_metadata.csv in {root}.")
+
+
+def _index_images(root: Path) -> dict[str, Path]:
+    """Map image_id -> file for every JPEG/PNG in the known HAM10000 image folders."""
+    index: dict[str, Path] = {}
+    for sub in HAM_IMAGE_DIRS:
+        folder = root / sub
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if path.suffix.lower() in (".jpg", ".jpeg", ".png"):
+                    index.setdefault(path.stem, path)
+    return index
+
+
+def standardise_ham(raw: pd.DataFrame, image_root: Path | None) -> pd.DataFrame:
+    """HAM10000 columns -> the standard frame (no cleaning yet)."""
+    _require_columns(raw, HAM_COLUMNS, "The HAM10000 metadata")
+    index = _index_images(Path(image_root)) if image_root is not None else {}
+    frame = pd.DataFrame(
+        {
+            "image_id": raw["image_id"].astype(str),
+            "group_id": raw["lesion_id"].astype(str),
+            "dx": raw["dx"].astype(str).str.strip().str.lower(),
+            "age": pd.to_numeric(raw["age"], errors="coerce"),
+            "sex": raw["sex"],
+            "site": raw["localization"],
+            "dx_type": raw["dx_type"].astype(str),
+        }
+    )
+    frame["image_path"] = frame["image_id"].map(lambda i: str(index[i]) if i in index else None)
+    return frame
+
+
+def standardise_isic(raw: pd.DataFrame) -> pd.DataFrame:
+    """ISIC 2020 train.csv -> the standard frame; binary: dx is "mel" or "other"."""
+    _require_columns(raw, ISIC_COLUMNS, "The ISIC 2020 CSV")
+    target = pd.to_numeric(raw["target"], errors="coerce")
+    if target.isna().any() or not target.isin([0, 1]).all():
+        raise InputError("The ISIC 2020 column 'target' must hold only 0 and 1.")
+    return pd.DataFrame(
+        {
+            "image_id": raw["image_name"].astype(str),
+            "group_id": raw["patient_id"].astype(str),
+            "dx": np.where(target == 1, "mel", "other"),
+            "age": pd.to_numeric(raw["age_approx"], errors="coerce"),
+            "sex": raw["sex"],
+            "site": raw["anatom_site_general_challenge"],
+            "dx_type": raw.get("diagnosis", pd.Series(UNKNOWN, index=raw.index)).astype(str),
+            "image_path": None,
+        }
+    )
+
+
+def clean(frame: pd.DataFrame, classes: tuple[str, ...] | None = CLASSES) -> tuple[pd.DataFrame, CleaningReport]:
+    """Drop duplicate rows, mark missing metadata, encode labels in the fixed class order.
+
+    Missing age stays NaN here with `age_missing` set; the encoder imputes the training median.
+    """
+    report = CleaningReport(rows_in=len(frame))
+    out = frame.drop_duplicates(subset=["image_id"]).copy()
+    report.duplicates_dropped = report.rows_in - len(out)
+    out["age_missing"] = out["age"].isna()
+    report.age_imputed = int(out["age_missing"].sum())
+    for col in ("sex", "site"):
+        values = out[col].astype("string").str.strip().str.lower()
+        out[col] = values.fillna(UNKNOWN).replace({"": UNKNOWN, "nan": UNKNOWN})
+    report.sex_unknown = int((out["sex"] == UNKNOWN).sum())
+    report.site_unknown = int((out["site"] == UNKNOWN).sum())
+    if classes is not None:
+        unknown = sorted(set(out["dx"]) - set(classes))
+        if unknown:
+            raise InputError(f"Unknown diagnosis label(s) {unknown}; expected {list(classes)}.")
+        out["label"] = out["dx"].map({c: i for i, c in enumerate(classes)}).astype(int)
+    out["melanoma"] = out["dx"] == "mel"
+    report.rows_out = len(out)
+    return out.reset_index(drop=True), report
+
+
+def load_ham10000(root: Path | str) -> tuple[pd.DataFrame, CleaningReport]:
+    """Load and clean a HAM10000 folder (CSV + images/ or the two Dataverse image folders)."""
+    csv = find_ham_csv(Path(root))
+    frame = standardise_ham(_read_csv(csv), csv.parent)
+    return clean(frame)
+
+
+def load_isic2020(csv: Path | str) -> tuple[pd.DataFrame, CleaningReport]:
+    """Load and clean the ISIC 2020 train.csv (metadata and melanoma labels; no images here)."""
+    return clean(standardise_isic(_read_csv(Path(csv))), classes=None)
+
+
+# -- images -------------------------------------------------------------------------------
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file to an HxWx3 uint8 array (raises OSError/ValueError if unreadable)."""
+    with Image.open(path) as img:
+        img.load()
+        return np.asarray(img.convert("RGB"))
+
+
+def load_images(frame: pd.DataFrame, report: CleaningReport | None = None) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """Decode every row's image up front; rows whose file is missing or unreadable are dropped.
+
+    Doing this before the first epoch means a bad file is reported in seconds, not an hour in.
+    """
+    keep, images, bad = [], [], []
+    for i, path in enumerate(tqdm(frame["image_path"], desc="reading images", leave=False)):
+        try:
+            if path is None or (isinstance(path, float) and np.isnan(path)):
+                raise FileNotFoundError
+            images.append(read_rgb(path))
+            keep.append(i)
+        except (OSError, ValueError, FileNotFoundError):
+            bad.append(str(frame["image_id"].iloc[i]))
+    if bad:
+        log.warning("Dropped %d rows with missing or unreadable images: %s", len(bad), ", ".join(bad[:20]))
+    if report is not None:
+        report.unreadable_images = bad
+        report.rows_out = len(keep)
+    return frame.iloc[keep].reset_index(drop=True), images
+
+
+# -- splits -------------------------------------------------------------------------------
+def make_split(frame: pd.DataFrame, seed: int, val_frac: float = 0.15, test_frac: float = 0.15) -> pd.Series:
+    """Lesion-grouped, class-stratified train/val/test assignment, one label per row."""
+    labels = frame["dx"].to_numpy()
+    groups = frame["group_id"].to_numpy()
+    split = np.full(len(frame), "train", dtype=object)
+    test_folds = StratifiedGroupKFold(n_splits=round(1 / test_frac), shuffle=True, random_state=seed)
+    rest, test = next(test_folds.split(np.zeros(len(frame)), labels, groups))
+    split[test] = "test"
+    val_folds = StratifiedGroupKFold(
+        n_splits=round((1 - test_frac) / val_frac), shuffle=True, random_state=seed + 1
+    )
+    _, val = next(val_folds.split(np.zeros(len(rest)), labels[rest], groups[rest]))
+    split[rest[val]] = "val"
+    return pd.Series(split, index=frame.index, name="split")
+
+
+def assert_grouped(frame: pd.DataFrame, split: pd.Series) -> None:
+    """Raise if any group (lesion / patient) appears in more than one split."""
+    per_group = pd.DataFrame({"g": frame["group_id"], "s": split}).groupby("g")["s"].nunique()
+    leaked = per_group[per_group > 1]
+    if len(leaked):
+        raise InputError(f"{len(leaked)} lesion(s) sit in more than one split, e.g. {leaked.index[0]}.")
+
+
+def load_or_create_split(frame: pd.DataFrame, path: Path, seed: int) -> pd.Series:
+    """Read the split CSV (image_id, group_id, split) or create it, so every model shares it."""
+    path = Path(path)
+    if path.is_file():
+        saved = pd.read_csv(path)
+        _require_columns(saved, ("image_id", "split"), f"The split file {path}")
+        mapping = dict(zip(saved["image_id"].astype(str), saved["split"]))
+        split = frame["image_id"].map(mapping)
+        if split.isna().any():
+            missing = frame.loc[split.isna(), "image_id"].head(3).tolist()
+            raise InputError(f"{split.isna().sum()} images are not in {path} (e.g. {missing}); delete it to resplit.")
+        split = split.rename("split")
+    else:
+        split = make_split(frame, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"image_id": frame["image_id"], "group_id": frame["group_id"], "split": split}).to_csv(
+            path, index=False
+        )
+        log.info("Wrote a new lesion-grouped split to %s", path)
+    assert_grouped(frame, split)
+    return split
+
+
+# -- torch dataset ------------------------------------------------------------------------
+class LesionDataset(Dataset):
+    """Decoded images + encoded metadata + labels.
+
+    `meta_dropout` withholds each metadata field independently with that probability (and all of
+    them together with the same probability), so the model learns what to do with unknowns.
+    """
+
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        images: list[np.ndarray],
+        encoder: MetadataEncoder,
+        transform: Callable[[torch.Tensor], torch.Tensor],
+        meta_dropout: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        self.images = images
+        self.labels = frame["label"].to_numpy()
+        self.records = list(
+            zip(frame["age"].where(~frame["age_missing"], None), frame["sex"], frame["site"])
+        )
+        self.encoder = encoder
+        self.meta = encoder.encode_many(*zip(*self.records)) if len(frame) else np.zeros((0, encoder.dim))
+        self.transform = transform
+        self.meta_dropout = meta_dropout
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _meta(self, i: int) -> np.ndarray:
+        if self.meta_dropout <= 0:
+            return self.meta[i]
+        if self.rng.random() < self.meta_dropout:
+            return self.encoder.unknown()
+        age, sex, site = self.records[i]
+        drop = self.rng.random(3) < self.meta_dropout
+        return self.encoder.encode(None if drop[0] else age, None if drop[1] else sex, None if drop[2] else site)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        image = torch.from_numpy(self.images[i]).permute(2, 0, 1)
+        return self.transform(image), torch.from_numpy(self._meta(i)).float(), int(self.labels[i])
+
+
+def prepare(data_dir: Path | str, split_file: Path | str, seed: int) -> tuple[pd.DataFrame, list[np.ndarray], CleaningReport]:
+    """Load + clean HAM10000, decode its images, attach the shared lesion-grouped split."""
+    frame, report = load_ham10000(data_dir)
+    frame, images = load_images(frame, report)
+    if not images:
+        raise InputError(f"No readable images found under {data_dir}.")
+    frame["split"] = load_or_create_split(frame, Path(split_file), seed).to_numpy()
+    return frame, images, report
+
+
+def subset(frame: pd.DataFrame, images: list[np.ndarray], mask: np.ndarray | pd.Series) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """Rows (and their decoded images) where mask is true."""
+    idx = np.flatnonzero(np.asarray(mask))
+    return frame.iloc[idx].reset_index(drop=True), [images[i] for i in idx]
