@@ -228,7 +228,7 @@ def assert_grouped(frame: pd.DataFrame, split: pd.Series) -> None:
 
 
 def load_or_create_split(frame: pd.DataFrame, path: Path, seed: int) -> pd.Series:
-    """Read the split CSV (image_id, group_id, split) or create it, so every model shares it."""
+    """Read the split CSV (image_id, split) or create it, so every model shares it."""
     path = Path(path)
     if path.is_file():
         saved = pd.read_csv(path)
@@ -242,9 +242,8 @@ def load_or_create_split(frame: pd.DataFrame, path: Path, seed: int) -> pd.Serie
     else:
         split = make_split(frame, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"image_id": frame["image_id"], "group_id": frame["group_id"], "split": split}).to_csv(
-            path, index=False
-        )
+        # Identifiers and assignments only: the dataset itself is never copied into the repo.
+        pd.DataFrame({"image_id": frame["image_id"], "split": split}).to_csv(path, index=False)
         log.info("Wrote a new lesion-grouped split to %s", path)
     assert_grouped(frame, split)
     return split

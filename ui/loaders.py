@@ -1,0 +1,29 @@
+"""Cached loaders shared by every page: one model per process, not one per rerun."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from core.bundle import read_card
+from core.config import DEFAULT_MODEL, WEIGHTS_DIR
+from core.inference import Predictor
+
+#: Environment variable naming the bundle folder the app serves (default weights/fusion-lite0).
+MODEL_ENV = "DERMO_MODEL_DIR"
+
+
+def model_dir() -> Path:
+    return Path(os.environ.get(MODEL_ENV, WEIGHTS_DIR / DEFAULT_MODEL))
+
+
+@st.cache_resource(show_spinner="Loading the model...")
+def get_predictor(bundle_dir: str | None = None) -> Predictor:
+    """The shared, read-only Predictor (thread-safe for prediction)."""
+    return Predictor.load(bundle_dir or model_dir())
+
+
+@st.cache_data
+def get_card(bundle_dir: str | None = None) -> dict:
+    return read_card(bundle_dir or model_dir())
