@@ -22,7 +22,7 @@ test: $(STAMP)
 # The committed default models (about an hour each on 2 CPU cores; both can run at once with
 # THREADS=1). Re-running a target resumes from runs/<name>/checkpoint.pt.
 THREADS ?= 2
-TRAIN_COMMON := --freeze-stages 3 --epochs 12 --optimizer adamw --lr 3e-4 --weight-decay 0.01 --resume --threads $(THREADS)
+TRAIN_COMMON := --freeze-stages 3 --epochs 10 --optimizer adamw --lr 3e-4 --weight-decay 0.01 --resume --threads $(THREADS)
 
 train-fusion: $(STAMP)
 	$(PY) -m core.train --name fusion-lite0 $(TRAIN_COMMON)

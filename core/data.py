@@ -10,10 +10,11 @@ patient_id.
 """
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable, NoReturn, Union
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,16 @@ HAM_COLUMNS = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localiza
 ISIC_COLUMNS = ("image_name", "patient_id", "sex", "age_approx", "anatom_site_general_challenge", "target")
 HAM_IMAGE_DIRS = ("images", "HAM10000_images_part_1", "HAM10000_images_part_2", ".")
 SPLITS = ("train", "val", "test")
+LAYOUTS: dict[str, tuple[str, ...]] = {"ham10000": HAM_COLUMNS, "isic2020": ISIC_COLUMNS}
+LAYOUT_NAMES = {"ham10000": "HAM10000 metadata", "isic2020": "ISIC 2020 train.csv"}
+#: Layouts people are likely to upload by mistake, recognised by a few telltale columns.
+FOREIGN_LAYOUTS: dict[str, tuple[str, ...]] = {
+    "the ISIC 2019 ground truth (one column per class)": ("image", "MEL", "NV", "BCC"),
+    "the ISIC 2019 metadata": ("image", "age_approx", "anatom_site_general"),
+    "the ISIC 2020 test.csv (it has no labels)": ("image_name", "patient_id", "anatom_site_general_challenge"),
+    "the ISIC 2024 (SLICE-3D) metadata": ("isic_id", "target"),
+}
+CsvSource = Union[str, Path, bytes, IO[bytes]]
 
 
 @dataclass
@@ -59,16 +70,67 @@ def _require_columns(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -
         )
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise InputError(f"No such file: {path}")
+def _read_csv(source: CsvSource, name: str | None = None) -> pd.DataFrame:
+    """Read a CSV from a path, bytes or a binary file object (an upload), with readable errors."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"No such file: {path}")
+        name = name or path.name
+    else:
+        name = name or "The uploaded file"
+        source = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     try:
-        frame = pd.read_csv(path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path.name} is not a readable CSV file ({exc.__class__.__name__}).") from None
+        frame = pd.read_csv(source)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{name} is not a readable CSV file: it is empty (no header, no data rows).") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputError(f"{name} is not a readable CSV file ({exc.__class__.__name__}).") from None
     if frame.empty:
-        raise InputError(f"{path.name} has no data rows.")
+        raise InputError(f"{name} has a header but no data rows.")
     return frame
+
+
+def _numeric(raw: pd.DataFrame, column: str, what: str) -> pd.Series:
+    """Column as numbers; blanks become NaN, but text that is not a number is refused by name."""
+    values = pd.to_numeric(raw[column], errors="coerce")
+    text = raw[column].astype("string").str.strip()
+    bad = values.isna() & text.notna() & (text != "") & (text.str.lower() != "nan")
+    if bad.any():
+        examples = ", ".join(repr(v) for v in text[bad].unique()[:3])
+        raise InputError(
+            f"{what}: column '{column}' must hold numbers, but {int(bad.sum())} row(s) hold text such as {examples}."
+        )
+    return values
+
+
+def detect_layout(raw: pd.DataFrame) -> str:
+    """Which dataset a metadata CSV comes from ("ham10000" or "isic2020"), or a clear InputError.
+
+    The message names the missing columns of the closest layout, or the foreign dataset the
+    columns belong to, so a person knows which file to pick instead.
+    """
+    columns = set(map(str, raw.columns))
+    for layout, required in LAYOUTS.items():
+        if set(required) <= columns:
+            return layout
+    for name, telltale in FOREIGN_LAYOUTS.items():
+        if set(telltale) <= columns:
+            return _refuse(f"These columns look like {name}, which this app does not read", columns)
+    best = max(LAYOUTS, key=lambda k: len(columns & set(LAYOUTS[k])))
+    overlap = columns & set(LAYOUTS[best])
+    if len(overlap) >= len(LAYOUTS[best]) / 2:
+        missing = [c for c in LAYOUTS[best] if c not in columns]
+        raise InputError(
+            f"This looks like the {LAYOUT_NAMES[best]}, but it is missing the column(s) {', '.join(missing)}."
+        )
+    return _refuse("The columns match no dataset this app reads", columns)
+
+
+def _refuse(reason: str, columns: set[str]) -> NoReturn:
+    shown = ", ".join(sorted(columns)[:12]) + (", ..." if len(columns) > 12 else "")
+    expected = "; ".join(f"{LAYOUT_NAMES[k]}: {', '.join(v)}" for k, v in LAYOUTS.items())
+    raise InputError(f"{reason} (found: {shown}). Expected the columns of {expected}.")
 
 
 def find_ham_csv(root: Path) -> Path:
@@ -105,7 +167,7 @@ def standardise_ham(raw: pd.DataFrame, image_root: Path | None) -> pd.DataFrame:
             "image_id": raw["image_id"].astype(str),
             "group_id": raw["lesion_id"].astype(str),
             "dx": raw["dx"].astype(str).str.strip().str.lower(),
-            "age": pd.to_numeric(raw["age"], errors="coerce"),
+            "age": _numeric(raw, "age", "The HAM10000 metadata"),
             "sex": raw["sex"],
             "site": raw["localization"],
             "dx_type": raw["dx_type"].astype(str),
@@ -126,7 +188,7 @@ def standardise_isic(raw: pd.DataFrame) -> pd.DataFrame:
             "image_id": raw["image_name"].astype(str),
             "group_id": raw["patient_id"].astype(str),
             "dx": np.where(target == 1, "mel", "other"),
-            "age": pd.to_numeric(raw["age_approx"], errors="coerce"),
+            "age": _numeric(raw, "age_approx", "The ISIC 2020 CSV"),
             "sex": raw["sex"],
             "site": raw["anatom_site_general_challenge"],
             "dx_type": raw.get("diagnosis", pd.Series(UNKNOWN, index=raw.index)).astype(str),
@@ -172,12 +234,36 @@ def load_isic2020(csv: Path | str) -> tuple[pd.DataFrame, CleaningReport]:
     return clean(standardise_isic(_read_csv(Path(csv))), classes=None)
 
 
+def load_metadata_csv(
+    source: CsvSource, name: str | None = None, image_root: Path | None = None
+) -> tuple[pd.DataFrame, CleaningReport, str]:
+    """Load a metadata CSV of either dataset, telling them apart by their columns.
+
+    For uploads and typed paths, where the user may hand over any file: returns the standard
+    frame, the cleaning report and the layout ("ham10000" or "isic2020"). HAM10000 images are
+    looked up under `image_root` when given (none for an upload: metadata only).
+    """
+    raw = _read_csv(source, name)
+    layout = detect_layout(raw)
+    if layout == "ham10000":
+        frame, report = clean(standardise_ham(raw, image_root))
+    else:
+        frame, report = clean(standardise_isic(raw), classes=None)
+    return frame, report, layout
+
+
 # -- images -------------------------------------------------------------------------------
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image file to an HxWx3 uint8 array (raises OSError/ValueError if unreadable)."""
+def read_rgb(path: str | Path, max_side: int | None = None) -> np.ndarray:
+    """Decode an image file to an HxWx3 uint8 array (raises OSError/ValueError if unreadable).
+
+    `max_side` lets a JPEG decode at a reduced scale (PIL's draft mode), which makes statistics
+    over thousands of full-resolution images fast; the result may be up to 2x larger than asked.
+    """
     with Image.open(path) as img:
+        if max_side is not None and max(img.size) > max_side:
+            img.draft("RGB", (max_side, max_side))
         img.load()
-        return np.asarray(img.convert("RGB"))
+        return np.array(img.convert("RGB"))
 
 
 def load_images(frame: pd.DataFrame, report: CleaningReport | None = None) -> tuple[pd.DataFrame, list[np.ndarray]]:
@@ -207,6 +293,8 @@ def make_split(frame: pd.DataFrame, seed: int, val_frac: float = 0.15, test_frac
     """Lesion-grouped, class-stratified train/val/test assignment, one label per row."""
     labels = frame["dx"].to_numpy()
     groups = frame["group_id"].to_numpy()
+    if frame["group_id"].nunique() < 2 * round(1 / test_frac):
+        raise InputError(f"Only {frame['group_id'].nunique()} lesions: too few for a train/val/test split.")
     split = np.full(len(frame), "train", dtype=object)
     test_folds = StratifiedGroupKFold(n_splits=round(1 / test_frac), shuffle=True, random_state=seed)
     rest, test = next(test_folds.split(np.zeros(len(frame)), labels, groups))
@@ -294,13 +382,29 @@ class LesionDataset(Dataset):
         return self.transform(image), torch.from_numpy(self._meta(i)).float(), int(self.labels[i])
 
 
-def prepare(data_dir: Path | str, split_file: Path | str, seed: int) -> tuple[pd.DataFrame, list[np.ndarray], CleaningReport]:
-    """Load + clean HAM10000, decode its images, attach the shared lesion-grouped split."""
+def sample_rows(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """A small stratified sample (for smoke tests) keeping one row of every (split, dx) pair it can."""
+    rng = np.random.default_rng(seed)
+    picks: list[int] = [int(rng.choice(rows.index.to_numpy())) for _, rows in frame.groupby(["split", "dx"])]
+    rest = np.setdiff1d(frame.index.to_numpy(), picks)
+    picks.extend(rng.permutation(rest)[: max(0, n - len(picks))].tolist())
+    return frame.loc[sorted(picks)].reset_index(drop=True)
+
+
+def prepare(
+    data_dir: Path | str, split_file: Path | str, seed: int, limit: int | None = None
+) -> tuple[pd.DataFrame, list[np.ndarray], CleaningReport]:
+    """Load + clean HAM10000, attach the shared lesion-grouped split, decode the images.
+
+    `limit` keeps a stratified sample of that many rows before any image is decoded.
+    """
     frame, report = load_ham10000(data_dir)
+    frame["split"] = load_or_create_split(frame, Path(split_file), seed).to_numpy()
+    if limit:
+        frame = sample_rows(frame, limit, seed)
     frame, images = load_images(frame, report)
     if not images:
         raise InputError(f"No readable images found under {data_dir}.")
-    frame["split"] = load_or_create_split(frame, Path(split_file), seed).to_numpy()
     return frame, images, report
 
 
@@ -308,3 +412,36 @@ def subset(frame: pd.DataFrame, images: list[np.ndarray], mask: np.ndarray | pd.
     """Rows (and their decoded images) where mask is true."""
     idx = np.flatnonzero(np.asarray(mask))
     return frame.iloc[idx].reset_index(drop=True), [images[i] for i in idx]
+
+
+# -- locating datasets --------------------------------------------------------------------
+def csv_layout(path: Path) -> str | None:
+    """The layout of a CSV judged from its header alone, or None if it is neither dataset."""
+    try:
+        header = pd.read_csv(path, nrows=0)
+        return detect_layout(header)
+    except (InputError, OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError):
+        return None
+
+
+def find_datasets(root: Path | str) -> dict[str, Path]:
+    """Datasets in a folder and its immediate subfolders, labelled for a picker.
+
+    A HAM10000 folder is any folder holding its metadata CSV; an ISIC 2020 set is any CSV
+    whose header has the train.csv columns. The scan reads headers only, so it is cheap.
+    """
+    root = Path(root)
+    found: dict[str, Path] = {}
+    if not root.is_dir():
+        return found
+    for folder in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
+        try:
+            csv = find_ham_csv(folder)
+            if csv_layout(csv) == "ham10000":
+                found[f"HAM10000 ({folder.name})"] = folder
+        except InputError:
+            pass
+        for csv in sorted(folder.glob("*.csv")):
+            if csv_layout(csv) == "isic2020":
+                found[f"ISIC 2020 ({folder.name}/{csv.name})"] = csv
+    return found

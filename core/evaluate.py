@@ -12,17 +12,20 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import (
     accuracy_score,
+    average_precision_score,
     balanced_accuracy_score,
     confusion_matrix,
+    precision_recall_curve,
     precision_recall_fscore_support,
     roc_auc_score,
+    roc_curve,
 )
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -78,18 +81,36 @@ def fit_temperature(logits: torch.Tensor, labels: np.ndarray) -> float:
     return float(np.clip(log_t.exp().item(), 0.05, 20.0))
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
-    """Top-label ECE with equal-width confidence bins."""
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> dict[str, list]:
+    """Top-label reliability diagram: per equal-width confidence bin, mean confidence, accuracy, count.
+
+    Empty bins hold NaN confidence/accuracy and count 0, so the page can plot the bins as they are.
+    """
     conf = probs.max(axis=1)
     correct = probs.argmax(axis=1) == labels
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     bins = np.clip(np.digitize(conf, edges[1:-1]), 0, n_bins - 1)
-    ece = 0.0
+    out: dict[str, list] = {"edges": edges.tolist(), "confidence": [], "accuracy": [], "count": []}
     for b in range(n_bins):
         in_bin = bins == b
-        if in_bin.any():
-            ece += in_bin.mean() * abs(correct[in_bin].mean() - conf[in_bin].mean())
-    return float(ece)
+        out["count"].append(int(in_bin.sum()))
+        out["confidence"].append(float(conf[in_bin].mean()) if in_bin.any() else float("nan"))
+        out["accuracy"].append(float(correct[in_bin].mean()) if in_bin.any() else float("nan"))
+    return out
+
+
+def ece_from_bins(bins: dict[str, list]) -> float:
+    """ECE = sum over bins of (bin share) * |accuracy - confidence|."""
+    count = np.asarray(bins["count"], dtype=float)
+    if count.sum() == 0:
+        return float("nan")
+    gap = np.abs(np.asarray(bins["accuracy"], dtype=float) - np.asarray(bins["confidence"], dtype=float))
+    return float(np.sum(np.where(count > 0, count / count.sum() * np.nan_to_num(gap), 0.0)))
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
+    """Top-label ECE with equal-width confidence bins."""
+    return ece_from_bins(reliability_bins(probs, labels, n_bins))
 
 
 # -- binary views -------------------------------------------------------------------------
@@ -119,21 +140,48 @@ def sens_spec(truth: np.ndarray, score: np.ndarray, threshold: float) -> tuple[f
     return sens, spec
 
 
-def bootstrap_auc(
-    truth: np.ndarray, score: np.ndarray, groups: np.ndarray, n_boot: int = 1000, seed: int = SEED
-) -> tuple[float, float, float]:
-    """AUROC with a 95% percentile interval, resampling whole lesions (images of one lesion are not independent)."""
-    auc = float(roc_auc_score(truth, score))
+def bootstrap_ci(
+    statistic: Callable[[np.ndarray], float | None], groups: np.ndarray, n_boot: int = 1000, seed: int = SEED
+) -> tuple[float, float]:
+    """95% percentile interval of `statistic(row_indices)`, resampling whole lesions.
+
+    Images of one lesion are not independent, so the lesion is the unit of resampling. A
+    statistic may return None for a resample where it is undefined (e.g. no positives); those
+    resamples are skipped.
+    """
     rng = np.random.default_rng(seed)
     uniq, inverse = np.unique(groups, return_inverse=True)
     members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
     stats = []
     for _ in range(n_boot):
-        pick = np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
-        if 0 < truth[pick].sum() < len(pick):
-            stats.append(roc_auc_score(truth[pick], score[pick]))
+        value = statistic(np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))]))
+        if value is not None:
+            stats.append(value)
     lo, hi = np.percentile(stats, [2.5, 97.5]) if stats else (float("nan"), float("nan"))
-    return auc, float(lo), float(hi)
+    return float(lo), float(hi)
+
+
+def bootstrap_auc(
+    truth: np.ndarray, score: np.ndarray, groups: np.ndarray, n_boot: int = 1000, seed: int = SEED
+) -> tuple[float, float, float]:
+    """AUROC with a 95% percentile interval, resampling whole lesions (images of one lesion are not independent)."""
+    auc = float(roc_auc_score(truth, score))
+
+    def stat(pick: np.ndarray) -> float | None:
+        return roc_auc_score(truth[pick], score[pick]) if 0 < truth[pick].sum() < len(pick) else None
+
+    lo, hi = bootstrap_ci(stat, groups, n_boot, seed)
+    return auc, lo, hi
+
+
+def sensitivity_at_specificity(truth: np.ndarray, score: np.ndarray, specificity: float) -> tuple[float, float]:
+    """(sensitivity, threshold) of the best operating point whose specificity is at least `specificity`."""
+    if not 0 < truth.sum() < len(truth):
+        return float("nan"), float("nan")
+    fpr, tpr, thr = roc_curve(truth, score)
+    ok = np.flatnonzero(fpr <= 1.0 - specificity + 1e-12)
+    best = ok[np.argmax(tpr[ok])]
+    return float(tpr[best]), float(min(thr[best], 1.0))
 
 
 # -- the report ---------------------------------------------------------------------------
@@ -180,6 +228,158 @@ def compute_metrics(
     return out
 
 
+# -- aggregates for the performance page ---------------------------------------------------
+#: Target sensitivities of the operating-point table (the page's slider snaps to these).
+SENSITIVITY_GRID: tuple[float, ...] = tuple(np.round(np.arange(0.50, 1.0001, 0.01), 2))
+AGE_BANDS: tuple[tuple[str, float, float], ...] = (
+    ("<30", 0, 30), ("30-44", 30, 45), ("45-59", 45, 60), ("60-74", 60, 75), ("75+", 75, 200),
+)
+
+
+def _thin(n: int, n_points: int) -> np.ndarray:
+    """Indices of at most `n_points` roughly evenly spaced points, always keeping both ends."""
+    if n <= n_points:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, n_points)).astype(int))
+
+
+def binary_curves(truth: np.ndarray, score: np.ndarray, n_points: int = 300) -> dict[str, Any] | None:
+    """ROC and precision-recall curves, thinned to a few hundred points so a card stays small.
+
+    None when the task has no positives or no negatives (a curve is undefined).
+    """
+    if not 0 < truth.sum() < len(truth):
+        return None
+    fpr, tpr, roc_thr = roc_curve(truth, score)
+    precision, recall, pr_thr = precision_recall_curve(truth, score)
+    keep_roc, keep_pr = _thin(len(fpr), n_points), _thin(len(recall), n_points)
+    # sklearn's first ROC threshold is +inf and the PR curve's last point has no threshold.
+    pr_thr = np.append(pr_thr, np.nan)
+    return {
+        "roc": {"fpr": fpr[keep_roc].round(5).tolist(), "tpr": tpr[keep_roc].round(5).tolist(),
+                "threshold": np.minimum(roc_thr[keep_roc], 1.0).round(6).tolist()},
+        "pr": {"recall": recall[keep_pr].round(5).tolist(), "precision": precision[keep_pr].round(5).tolist(),
+               "threshold": pr_thr[keep_pr].round(6).tolist()},
+        "auroc": float(roc_auc_score(truth, score)),
+        "average_precision": float(average_precision_score(truth, score)),
+        "prevalence": float(truth.mean()),
+        "positives": int(truth.sum()),
+        "n": int(len(truth)),
+    }
+
+
+def operating_points(truth: np.ndarray, score: np.ndarray, targets: tuple[float, ...] = SENSITIVITY_GRID) -> list[dict[str, float]]:
+    """For each target sensitivity: the threshold reaching it and the sensitivity/specificity it gives.
+
+    The threshold is chosen on the same data it is measured on, so these rows describe the
+    trade-off on this split; a threshold for use must come from validation data (the card's).
+    """
+    rows = []
+    for target in targets:
+        threshold = threshold_for_sensitivity(truth, score, target)
+        sens, spec = sens_spec(truth, score, threshold)
+        rows.append({"target_sensitivity": float(target), "threshold": threshold,
+                     "sensitivity": sens, "specificity": spec,
+                     "referred_fraction": float((score >= threshold).mean()) if len(score) else float("nan")})
+    return rows
+
+
+def age_band(age: pd.Series) -> pd.Series:
+    """Age in years -> band label; missing ages -> "unknown"."""
+    out = pd.Series("unknown", index=age.index, dtype=object)
+    for label, low, high in AGE_BANDS:
+        out[(age >= low) & (age < high)] = label
+    return out
+
+
+def subgroup_metrics(probs: np.ndarray, labels: np.ndarray, frame: pd.DataFrame, card: dict[str, Any]) -> list[dict[str, Any]]:
+    """Main metrics by sex, age band, body site and diagnosis-confirmation type, with counts.
+
+    Aggregates only: one row per subgroup, never per image. Metrics that a subgroup cannot
+    define (AUROC without positives or negatives) are NaN, not hidden, so a clinician sees why.
+    """
+    columns = {
+        "sex": frame["sex"].astype(str),
+        "age band": age_band(frame["age"].where(~frame["age_missing"].astype(bool))),
+        "body site": frame["site"].astype(str),
+        "diagnosis confirmation": frame["dx_type"].astype(str),
+    }
+    pred = probs.argmax(axis=1)
+    mal_truth, mal_score = binary_scores(probs, labels, class_indices(card, card["malignant"]))
+    mel_truth, mel_score = binary_scores(probs, labels, class_indices(card, [card["melanoma"]]))
+    threshold = card.get("referral_thresholds", {}).get("malignant", {}).get("threshold", 0.5)
+    groups = frame["group_id"].to_numpy()
+    rows = []
+    for variable, values in columns.items():
+        for value in sorted(values.unique(), key=str):
+            m = (values == value).to_numpy()
+            sens, spec = sens_spec(mal_truth[m], mal_score[m], threshold)
+            rows.append({
+                "variable": variable, "group": str(value), "n_images": int(m.sum()),
+                "n_lesions": int(len(np.unique(groups[m]))),
+                "malignant": int(mal_truth[m].sum()), "melanoma": int(mel_truth[m].sum()),
+                "accuracy": float(accuracy_score(labels[m], pred[m])),
+                "balanced_accuracy": balanced_accuracy(labels[m], pred[m]),
+                "malignant_auroc": _auc(mal_truth[m], mal_score[m]),
+                "melanoma_auroc": _auc(mel_truth[m], mel_score[m]),
+                "malignant_sensitivity": sens, "malignant_specificity": spec,
+            })
+    return rows
+
+
+def _auc(truth: np.ndarray, score: np.ndarray) -> float:
+    return float(roc_auc_score(truth, score)) if 0 < truth.sum() < len(truth) else float("nan")
+
+
+def balanced_accuracy(labels: np.ndarray, pred: np.ndarray) -> float:
+    """Mean recall over the classes present in `labels` (sklearn's, without its warning on absent classes)."""
+    return float(np.mean([np.mean(pred[labels == c] == c) for c in np.unique(labels)])) if len(labels) else float("nan")
+
+
+def performance_aggregates(
+    logits: torch.Tensor,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    card: dict[str, Any],
+    frame: pd.DataFrame | None = None,
+    n_boot: int = 1000,
+) -> dict[str, Any]:
+    """Everything the performance page plots, as aggregates (curves, bins, tables), not rows.
+
+    Stored in the card so the page needs no dataset: ROC/PR curves and the operating-point
+    table for malignant and melanoma, reliability bins before and after temperature scaling,
+    bootstrap intervals for accuracy, balanced accuracy and each class's AUROC, and, given the
+    test frame, subgroup metrics.
+    """
+    temperature = float(card["temperature"])
+    raw = torch.softmax(logits, 1).numpy()
+    probs = torch.softmax(logits / temperature, 1).numpy()
+    pred = probs.argmax(axis=1)
+    out: dict[str, Any] = {"curves": {}, "operating_points": {}, "sensitivity_at_80_specificity": {}}
+    for task, names in (("malignant", card["malignant"]), ("melanoma", [card["melanoma"]])):
+        truth, score = binary_scores(probs, labels, class_indices(card, names))
+        out["curves"][task] = binary_curves(truth, score)
+        out["operating_points"][task] = operating_points(truth, score) if 0 < truth.sum() else []
+        sens80, thr80 = sensitivity_at_specificity(truth, score, 0.80)
+        out["sensitivity_at_80_specificity"][task] = {"sensitivity": sens80, "threshold": thr80}
+    out["reliability"] = {"before": reliability_bins(raw, labels), "after": reliability_bins(probs, labels),
+                          "temperature": temperature}
+    out["ci95"] = {
+        "accuracy": bootstrap_ci(lambda p: float(np.mean(pred[p] == labels[p])), groups, n_boot),
+        "balanced_accuracy": bootstrap_ci(lambda p: balanced_accuracy(labels[p], pred[p]), groups, n_boot),
+        "per_class_auroc": {},
+    }
+    for i, name in enumerate(card["classes"]):
+        truth = (labels == i).astype(int)
+        if 0 < truth.sum() < len(truth):
+            out["ci95"]["per_class_auroc"][name] = list(bootstrap_auc(truth, probs[:, i], groups, n_boot)[1:])
+    if frame is not None:
+        if len(frame) != len(labels):
+            raise ValueError(f"The test frame has {len(frame)} rows for {len(labels)} predictions.")
+        out["subgroups"] = subgroup_metrics(probs, labels, frame.reset_index(drop=True), card)
+    return out
+
+
 def evaluate_model(
     model: FusionNet,
     card: dict[str, Any],
@@ -187,8 +387,10 @@ def evaluate_model(
     dataset_unknown: LesionDataset | None,
     groups: np.ndarray,
     n_boot: int = 1000,
+    frame: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """Test metrics with metadata, with metadata withheld, and calibration before/after T."""
+    """Test metrics with metadata, with metadata withheld, calibration before/after T, and the
+    page's aggregates (subgroups only when the test `frame`, row-aligned with the dataset, is given)."""
     feats, meta, labels = extract(model, dataset_known)
     temperature = card["temperature"]
     logits = head_logits(model, feats, meta if model.meta is not None else None)
@@ -200,6 +402,7 @@ def evaluate_model(
             "ece_before": expected_calibration_error(torch.softmax(logits, 1).numpy(), labels),
             "ece_after": expected_calibration_error(probs, labels),
         },
+        "aggregates": performance_aggregates(logits, labels, groups, card, frame, n_boot),
     }
     if model.meta is not None and dataset_unknown is not None:
         unknown = torch.as_tensor(np.repeat(dataset_unknown.encoder.unknown()[None], len(labels), 0))
@@ -262,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     frame, images, _ = prepare(args.data, args.split_file, card["training"]["seed"])
     frame, images = subset(frame, images, frame["split"] == args.split)
     known, unknown = datasets_for(card, frame, images)
-    metrics = evaluate_model(model, card, known, unknown, frame["group_id"].to_numpy(), args.bootstrap)
+    metrics = evaluate_model(model, card, known, unknown, frame["group_id"].to_numpy(), args.bootstrap, frame=frame)
     metrics["split"] = args.split
     print(f"{card['name']} on the lesion-grouped {args.split} split:")
     print("\n".join(summary_lines(metrics)))

@@ -123,19 +123,6 @@ def check_data(frame: pd.DataFrame) -> None:
         raise InputError("The validation split is empty.")
 
 
-def limit_rows(frame: pd.DataFrame, images: list[np.ndarray], n: int, seed: int) -> tuple[pd.DataFrame, list[np.ndarray]]:
-    """A small stratified sample that keeps every class in train and val where it can."""
-    rng = np.random.default_rng(seed)
-    picks: list[int] = []
-    for (_, _), rows in frame.groupby(["split", "dx"]):
-        picks.extend(rng.permutation(rows.index.to_numpy())[:1])
-    rest = np.setdiff1d(frame.index.to_numpy(), picks)
-    picks.extend(rng.permutation(rest)[: max(0, n - len(picks))])
-    mask = np.zeros(len(frame), dtype=bool)
-    mask[picks] = True
-    return subset(frame, images, mask)
-
-
 def class_weights(labels: np.ndarray, mode: str) -> torch.Tensor:
     counts = np.bincount(labels, minlength=len(config.CLASSES)).astype(float)
     if mode == "none":
@@ -231,9 +218,7 @@ def train(args: argparse.Namespace) -> Path:
         torch.set_num_threads(args.threads)
     generator = seed_everything(args.seed + rank)
     check_args(args)
-    frame, images, report = prepare(args.data, args.split_file, args.seed)
-    if args.limit:
-        frame, images = limit_rows(frame, images, args.limit, args.seed)
+    frame, images, report = prepare(args.data, args.split_file, args.seed, args.limit)
     check_data(frame)
 
     encoder = MetadataEncoder.fit(frame.loc[(frame["split"] == "train") & ~frame["age_missing"], "age"])

@@ -1,0 +1,195 @@
+"""Plotly figures and tables for the Model performance page, built from the model card alone.
+
+Pure functions of the card's stored aggregates (no dataset, no streamlit), so the page is a
+thin script and the figures can be tested directly.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+CLASS_LABEL = "{name} ({code})"
+
+
+def per_class_table(metrics: dict[str, Any], aggregates: dict[str, Any] | None, class_names: dict[str, str]) -> pd.DataFrame:
+    """Precision, recall, F1, support and AUROC (with its 95% interval where stored) per class."""
+    ci = (aggregates or {}).get("ci95", {}).get("per_class_auroc", {})
+    rows = []
+    for code, m in metrics["per_class"].items():
+        lo, hi = ci.get(code, (np.nan, np.nan))
+        rows.append({"class": CLASS_LABEL.format(name=class_names.get(code, code), code=code),
+                     "precision": m["precision"], "recall (sensitivity)": m["recall"], "F1": m["f1"],
+                     "support": m["support"], "AUROC": m["auroc"], "AUROC 95% CI": _interval(lo, hi)})
+    return pd.DataFrame(rows)
+
+
+def _interval(lo: float, hi: float) -> str:
+    return "n/a" if lo is None or hi is None or np.isnan(lo) or np.isnan(hi) else f"{lo:.3f}-{hi:.3f}"
+
+
+def interval_text(value: float, ci: list[float] | tuple[float, float] | None) -> str:
+    """'0.812 (95% CI 0.780-0.840)' or just the value."""
+    if ci is None:
+        return f"{value:.3f}"
+    return f"{value:.3f} (95% CI {_interval(*ci)})"
+
+
+def confusion_figure(matrix: list[list[int]], classes: list[str], normalise: bool) -> go.Figure:
+    """Confusion matrix; row-normalised shows each true class's recall along the diagonal."""
+    counts = np.asarray(matrix, dtype=float)
+    if normalise:
+        totals = counts.sum(axis=1, keepdims=True)
+        z = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+        text = [[f"{v:.2f}" for v in row] for row in z]
+    else:
+        z, text = counts, [[f"{int(v)}" for v in row] for row in counts]
+    fig = go.Figure(go.Heatmap(z=z, x=classes, y=classes, text=text, texttemplate="%{text}",
+                               colorscale="Blues", showscale=False, hovertemplate="true %{y}, predicted %{x}: %{text}<extra></extra>"))
+    fig.update_layout(xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed",
+                      height=420, margin=dict(l=10, r=10, t=30, b=10),
+                      title="Row-normalised (each row sums to 1)" if normalise else "Counts")
+    return fig
+
+
+def history_figure(history: list[dict[str, Any]]) -> go.Figure:
+    """Training and validation loss and accuracy per epoch."""
+    frame = pd.DataFrame(history)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"))
+    for col, dash, name in (("train_loss", None, "training"), ("val_loss", "dash", "validation")):
+        if col in frame:
+            fig.add_trace(go.Scatter(x=frame["epoch"], y=frame[col], name=f"{name} loss", line=dict(dash=dash)), 1, 1)
+    for col, dash, name in (("train_accuracy", None, "training accuracy"), ("val_accuracy", "dash", "validation accuracy"),
+                            ("val_balanced_accuracy", "dot", "validation balanced accuracy")):
+        if col in frame:
+            fig.add_trace(go.Scatter(x=frame["epoch"], y=frame[col], name=name, line=dict(dash=dash)), 1, 2)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def roc_pr_figure(curves: dict[str, Any], task: str) -> go.Figure:
+    """ROC (with chance line) and precision-recall (with the prevalence line) for one binary task."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"ROC, AUROC {curves['auroc']:.3f}",
+                                                        f"Precision-recall, AP {curves['average_precision']:.3f}"))
+    roc, pr = curves["roc"], curves["pr"]
+    fig.add_trace(go.Scatter(x=roc["fpr"], y=roc["tpr"], name="ROC", customdata=roc["threshold"],
+                             hovertemplate="1-specificity %{x:.3f}<br>sensitivity %{y:.3f}<br>threshold %{customdata:.3f}"), 1, 1)
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], name="chance", line=dict(dash="dot", color="grey")), 1, 1)
+    fig.add_trace(go.Scatter(x=pr["recall"], y=pr["precision"], name="precision-recall", customdata=pr["threshold"],
+                             hovertemplate="recall %{x:.3f}<br>precision %{y:.3f}<br>threshold %{customdata:.3f}"), 1, 2)
+    fig.add_trace(go.Scatter(x=[0, 1], y=[curves["prevalence"]] * 2, name="prevalence",
+                             line=dict(dash="dot", color="grey")), 1, 2)
+    fig.update_xaxes(title_text="1 - specificity", range=[0, 1], row=1, col=1)
+    fig.update_yaxes(title_text="sensitivity", range=[0, 1.02], row=1, col=1)
+    fig.update_xaxes(title_text="recall (sensitivity)", range=[0, 1], row=1, col=2)
+    fig.update_yaxes(title_text="precision (PPV)", range=[0, 1.02], row=1, col=2)
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), showlegend=False,
+                      title=f"{task.capitalize()}: {curves['positives']} positives of {curves['n']} test images")
+    return fig
+
+
+def operating_point(rows: list[dict[str, float]], target: float) -> dict[str, float]:
+    """The stored operating point whose target sensitivity is closest to `target`."""
+    if not rows:
+        raise ValueError("no operating points stored")
+    return min(rows, key=lambda r: abs(r["target_sensitivity"] - target))
+
+
+def operating_figure(rows: list[dict[str, float]], chosen: dict[str, float], card_threshold: float | None) -> go.Figure:
+    """Specificity (and share of cases referred) against target sensitivity, the chosen point marked."""
+    frame = pd.DataFrame(rows)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=frame["sensitivity"], y=frame["specificity"], mode="lines+markers", name="specificity",
+                             customdata=frame["threshold"],
+                             hovertemplate="sensitivity %{x:.3f}<br>specificity %{y:.3f}<br>threshold %{customdata:.3f}"))
+    fig.add_trace(go.Scatter(x=frame["sensitivity"], y=frame["referred_fraction"], mode="lines", name="share referred",
+                             line=dict(dash="dot")))
+    fig.add_trace(go.Scatter(x=[chosen["sensitivity"]], y=[chosen["specificity"]], mode="markers", name="chosen",
+                             marker=dict(size=14, symbol="x", color="crimson")))
+    title = "Test-split trade-off"
+    if card_threshold is not None:
+        title += f" (the Diagnose page refers at threshold {card_threshold:.3f})"
+    fig.update_layout(xaxis_title="sensitivity for malignant lesions", yaxis_title="specificity / share referred",
+                      yaxis_range=[0, 1.02], height=360, margin=dict(l=10, r=10, t=40, b=10), title=title)
+    return fig
+
+
+def reliability_figure(reliability: dict[str, Any]) -> go.Figure:
+    """Reliability diagram before and after temperature scaling, with the diagonal of perfect calibration."""
+    from core.evaluate import ece_from_bins
+
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], name="perfect calibration", line=dict(dash="dot", color="grey")))
+    for key, label in (("before", "before"), ("after", f"after (T = {reliability['temperature']:.2f})")):
+        bins = reliability[key]
+        fig.add_trace(go.Scatter(x=bins["confidence"], y=bins["accuracy"], mode="lines+markers",
+                                 name=f"{label}: ECE {ece_from_bins(bins):.3f}", customdata=bins["count"],
+                                 hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{customdata} images"))
+    fig.update_layout(xaxis_title="mean confidence (top class)", yaxis_title="accuracy", xaxis_range=[0, 1],
+                      yaxis_range=[0, 1.02], height=380, margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+SUBGROUP_COLUMNS = {
+    "group": "group", "n_images": "images", "n_lesions": "lesions", "malignant": "malignant", "melanoma": "melanomas",
+    "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "malignant_auroc": "malignant AUROC",
+    "melanoma_auroc": "melanoma AUROC", "malignant_sensitivity": "malignant sensitivity",
+    "malignant_specificity": "malignant specificity",
+}
+
+
+def subgroup_table(rows: list[dict[str, Any]], variable: str) -> pd.DataFrame:
+    frame = pd.DataFrame([r for r in rows if r["variable"] == variable])
+    return frame[list(SUBGROUP_COLUMNS)].rename(columns=SUBGROUP_COLUMNS) if len(frame) else frame
+
+
+def subgroup_figure(rows: list[dict[str, Any]], variable: str, metric: str) -> go.Figure:
+    """One metric by subgroup, bars labelled with the number of images behind them."""
+    frame = pd.DataFrame([r for r in rows if r["variable"] == variable])
+    fig = go.Figure(go.Bar(x=frame["group"], y=frame[metric], text=[f"n={n}" for n in frame["n_images"]],
+                           textposition="outside"))
+    fig.update_layout(yaxis_title=SUBGROUP_COLUMNS.get(metric, metric), yaxis_range=[0, 1.1], xaxis_title=variable,
+                      height=360, margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+def comparison_table(results: dict[str, Any]) -> pd.DataFrame:
+    """The comparison study's rows, with intervals as text, in the order they were defined."""
+    rows = []
+    for row in results.get("rows", []):
+        if row.get("status") != "done":
+            rows.append({"model": row["label"], "status": row.get("status", "not run"), "note": row.get("note", "")})
+            continue
+        m = row["metrics"]
+        rows.append({
+            "model": row["label"], "status": "done",
+            "accuracy": interval_text(m["accuracy"], m.get("accuracy_ci95")),
+            "balanced accuracy": interval_text(m["balanced_accuracy"], m.get("balanced_accuracy_ci95")),
+            "melanoma AUROC": interval_text(m["melanoma_auroc"], m.get("melanoma_auroc_ci95")),
+            "malignant sensitivity at 80% specificity": interval_text(m["malignant_sens_at_80_spec"],
+                                                                      m.get("malignant_sens_at_80_spec_ci95")),
+            "training time": _duration(row.get("train_seconds")),
+            "inference per image (ms, 2 cores)": f"{1000 * row['infer_seconds_per_image']:.1f}"
+            if row.get("infer_seconds_per_image") is not None else "n/a",
+            "5-fold CV balanced accuracy": _cv_text(row.get("cv")),
+            "note": row.get("note", ""),
+        })
+    return pd.DataFrame(rows)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _cv_text(cv: dict[str, Any] | None) -> str:
+    if not cv:
+        return "not run"
+    if cv.get("status") != "done":
+        return cv.get("note", "not run")
+    return f"{cv['balanced_accuracy_mean']:.3f} +- {cv['balanced_accuracy_sd']:.3f} ({cv['folds']} folds)"

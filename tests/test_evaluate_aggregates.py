@@ -1,0 +1,115 @@
+"""The performance page's aggregates: operating points, calibration bins, curves, subgroups,
+checked against values worked out by hand."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from core import config
+from core.evaluate import (
+    age_band,
+    binary_curves,
+    ece_from_bins,
+    expected_calibration_error,
+    fit_temperature,
+    operating_points,
+    performance_aggregates,
+    reliability_bins,
+    sensitivity_at_specificity,
+    subgroup_metrics,
+)
+
+TRUTH = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+SCORE = np.array([0.9, 0.8, 0.7, 0.3, 0.6, 0.4, 0.2, 0.1])
+
+
+def card() -> dict:
+    return {
+        "classes": list(config.CLASSES), "malignant": list(config.MALIGNANT), "melanoma": config.MELANOMA,
+        "temperature": 1.0, "referral_thresholds": {"malignant": {"threshold": 0.5}},
+    }
+
+
+def test_operating_points_by_hand() -> None:
+    rows = {r["target_sensitivity"]: r for r in operating_points(TRUTH, SCORE, (0.75, 1.0))}
+    # 75%: the 3rd-highest positive score (0.7) is the threshold; no negative reaches it.
+    assert rows[0.75]["threshold"] == pytest.approx(0.7)
+    assert rows[0.75]["sensitivity"] == pytest.approx(0.75)
+    assert rows[0.75]["specificity"] == pytest.approx(1.0)
+    # 100%: threshold 0.3 refers 0.6 and 0.4 too: specificity 2/4; 6 of 8 referred.
+    assert rows[1.0]["threshold"] == pytest.approx(0.3)
+    assert rows[1.0]["sensitivity"] == pytest.approx(1.0)
+    assert rows[1.0]["specificity"] == pytest.approx(0.5)
+    assert rows[1.0]["referred_fraction"] == pytest.approx(0.75)
+
+
+def test_sensitivity_at_specificity_by_hand() -> None:
+    # 80% specificity with 4 negatives allows no false positive: 3 of 4 positives at threshold 0.7.
+    sens, thr = sensitivity_at_specificity(TRUTH, SCORE, 0.80)
+    assert sens == pytest.approx(0.75)
+    assert thr == pytest.approx(0.7)
+    # 50% specificity allows 2 false positives (0.6, 0.4): every positive is caught.
+    assert sensitivity_at_specificity(TRUTH, SCORE, 0.50)[0] == pytest.approx(1.0)
+
+
+def test_reliability_bins_and_ece_by_hand() -> None:
+    probs = np.array([[0.9, 0.1], [0.85, 0.15], [0.65, 0.35], [0.3, 0.7]])
+    labels = np.array([0, 1, 0, 1])
+    bins = reliability_bins(probs, labels, n_bins=5)
+    assert bins["count"] == [0, 0, 0, 2, 2]
+    assert bins["confidence"][3] == pytest.approx(0.675)
+    assert bins["accuracy"][3] == pytest.approx(1.0)
+    assert bins["confidence"][4] == pytest.approx(0.875)
+    assert bins["accuracy"][4] == pytest.approx(0.5)
+    assert np.isnan(bins["confidence"][0])
+    # 0.5 * |1 - 0.675| + 0.5 * |0.5 - 0.875| = 0.1625 + 0.1875
+    assert ece_from_bins(bins) == pytest.approx(0.35)
+    assert expected_calibration_error(probs, labels, n_bins=5) == pytest.approx(0.35)
+
+
+def test_temperature_scaling_reduces_ece_of_overconfident_logits(rng: np.random.Generator) -> None:
+    labels = rng.integers(0, 3, 400)
+    logits = rng.normal(0, 1, (400, 3))
+    logits[np.arange(400), labels] += 1.0
+    logits = torch.tensor(logits * 6.0, dtype=torch.float32)  # the same ranking, far too confident
+    temperature = fit_temperature(logits, labels)
+    assert temperature > 2.0
+    cal_card = {**card(), "classes": ["a", "b", "c"], "malignant": ["a"], "melanoma": "b", "temperature": temperature}
+    agg = performance_aggregates(logits, labels, np.arange(400), cal_card, n_boot=20)
+    assert ece_from_bins(agg["reliability"]["after"]) < ece_from_bins(agg["reliability"]["before"])
+
+
+def test_binary_curves_are_thinned_and_keep_their_ends(rng: np.random.Generator) -> None:
+    truth = rng.integers(0, 2, 5000)
+    score = rng.random(5000) + truth * 0.3
+    curves = binary_curves(truth, score, n_points=100)
+    assert len(curves["roc"]["fpr"]) <= 100 and len(curves["pr"]["recall"]) <= 100
+    assert curves["roc"]["fpr"][0] == 0.0 and curves["roc"]["tpr"][-1] == 1.0
+    assert 0.5 < curves["auroc"] < 1.0
+    assert binary_curves(np.zeros(10, dtype=int), np.arange(10.0)) is None
+
+
+def test_age_band() -> None:
+    bands = age_band(pd.Series([5.0, 30.0, 59.0, 74.9, 80.0, np.nan]))
+    assert bands.tolist() == ["<30", "30-44", "45-59", "60-74", "75+", "unknown"]
+
+
+def test_subgroup_metrics_counts_and_values() -> None:
+    mel, nv = config.CLASSES.index("mel"), config.CLASSES.index("nv")
+    labels = np.array([mel, nv, mel, nv])
+    probs = np.zeros((4, len(config.CLASSES)))
+    probs[[0, 1, 2, 3], [mel, nv, nv, nv]] = 1.0  # the second melanoma is missed
+    frame = pd.DataFrame({
+        "sex": ["male", "male", "female", "female"], "age": [40.0, 40.0, 70.0, np.nan],
+        "age_missing": [False, False, False, True], "site": ["back"] * 4,
+        "dx_type": ["histo"] * 4, "group_id": ["a", "a", "b", "c"],
+    })
+    rows = {(r["variable"], r["group"]): r for r in subgroup_metrics(probs, labels, frame, card())}
+    male, female = rows[("sex", "male")], rows[("sex", "female")]
+    assert (male["n_images"], male["n_lesions"], male["melanoma"]) == (2, 1, 1)
+    assert male["accuracy"] == 1.0 and male["malignant_sensitivity"] == 1.0
+    assert female["accuracy"] == 0.5 and female["malignant_sensitivity"] == 0.0
+    assert rows[("age band", "unknown")]["n_images"] == 1
+    assert rows[("body site", "back")]["n_images"] == 4

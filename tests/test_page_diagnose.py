@@ -1,0 +1,198 @@
+"""The Diagnose page under streamlit's AppTest: a real upload end to end, and every bad input's message."""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from core import audit
+from tests.test_quality import lesion_like, make_dicom
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "1_Diagnose.py")
+TIMEOUT = 180  # the first run imports torch and loads the model
+
+
+def _fresh_page() -> AppTest:
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    return at
+
+
+@pytest.fixture
+def page(default_bundle, tmp_path, monkeypatch) -> AppTest:
+    """A fresh app session with its own audit database."""
+    monkeypatch.setenv("DERMO_MODEL_DIR", str(default_bundle))
+    monkeypatch.setenv(audit.AUDIT_ENV, str(tmp_path / "audit.sqlite3"))
+    return _fresh_page()
+
+
+@pytest.fixture(scope="module")
+def served(default_bundle, tmp_path_factory):
+    """One app session that every bad input is thrown at in turn: it must keep serving throughout."""
+    db = tmp_path_factory.mktemp("audit") / "audit.sqlite3"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DERMO_MODEL_DIR", str(default_bundle))
+        mp.setenv(audit.AUDIT_ENV, str(db))
+        yield _fresh_page(), db
+
+
+def image_bytes(img: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
+    out = io.BytesIO()
+    img.save(out, fmt, **kwargs)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def lesion_jpeg() -> bytes:
+    """A real HAM10000 image where ../shared/data is present, else a synthetic lesion."""
+    from tests.conftest import HAM_DIR
+
+    real = HAM_DIR / "images" / "ISIC_0024306.jpg"
+    if real.is_file():
+        return real.read_bytes()
+    return image_bytes(Image.fromarray(lesion_like(np.random.default_rng(0))), "JPEG", quality=95)
+
+
+def upload(at: AppTest, *files: tuple[str, bytes]) -> AppTest:
+    at.file_uploader(key="diagnose_upload").set_value([(name, data, "application/octet-stream") for name, data in files])
+    return at.run()
+
+
+def insist(at: AppTest) -> AppTest:
+    """Tick 'show anyway' where a quality warning withheld the output."""
+    boxes = [c for c in at.checkbox if c.key == "diagnose_override"]
+    return boxes[0].check().run() if boxes else at
+
+
+def images(at: AppTest) -> list:
+    return at.get("image")
+
+
+def messages(at: AppTest) -> str:
+    return " | ".join(e.value for e in at.error)
+
+
+def test_upload_fill_form_and_see_everything(page, lesion_jpeg, tmp_path):
+    at = page
+    assert any("optional" in c.value.lower() and "improves the estimate" in c.value for c in at.caption)
+    assert at.selectbox(key="diagnose_sex").value == "unknown" and at.selectbox(key="diagnose_site").value == "unknown"
+    at.number_input(key="diagnose_age").set_value(55)
+    at.selectbox(key="diagnose_sex").set_value("male")
+    at.selectbox(key="diagnose_site").set_value("back")
+    at = insist(upload(at, ("lesion.jpg", lesion_jpeg)))
+    assert not at.exception and not at.error
+    assert len(at.get("plotly_chart")) == 1
+    assert at.metric[0].label == "Most likely class"
+    risks = " ".join(m.value for m in [*at.warning, *at.info])
+    assert "Malignant risk" in risks and "Melanoma risk" in risks and "referral threshold" in risks
+    assert any("version" in c.value and "Model:" in c.value for c in at.caption)
+    assert len(images(at)) == 4  # as uploaded + original | heatmap | overlay
+    assert {b.key for b in at.get("download_button")} >= {"diagnose_report", "diagnose_audit_csv"}
+    assert audit.count(tmp_path / "audit.sqlite3") == 1
+    logged = audit.read(tmp_path / "audit.sqlite3").iloc[0]
+    assert '"site": "back"' in logged["metadata"] and '"age": 55.0' in logged["metadata"]
+
+    # Another method and target class; changing only the opacity does not add an audit record.
+    at.selectbox(key="diagnose_cam_method").set_value("EigenCAM")
+    at.selectbox(key="diagnose_cam_target").set_value("nv")
+    at.slider(key="diagnose_opacity").set_value(0.8)
+    at.run()
+    assert not at.exception and len(images(at)) == 4
+    assert audit.count(tmp_path / "audit.sqlite3") == 1
+
+
+def test_several_images_give_a_table_and_csv(page, lesion_jpeg):
+    second = image_bytes(Image.fromarray(lesion_like(np.random.default_rng(3), (300, 400))), "JPEG", quality=95)
+    at = insist(upload(page, ("a.jpg", lesion_jpeg), ("b.jpg", second)))
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert list(table["file"]) == ["a.jpg", "b.jpg"]
+    assert {"top class", "malignant risk", "melanoma risk", "quality flag"} <= set(table.columns)
+    assert "diagnose_csv" in {b.key for b in at.get("download_button")}
+    assert at.selectbox(key="diagnose_case").value == 0
+
+
+def test_dicom_prefills_the_form(page):
+    data = make_dicom(lesion_like(np.random.default_rng(5)), PatientAge="063Y", PatientSex="F", BodyPartExamined="BACK")
+    at = insist(upload(page, ("case.dcm", data)))
+    assert not at.exception and not at.error
+    assert at.number_input(key="diagnose_age").value == 63
+    assert at.selectbox(key="diagnose_sex").value == "female"
+    assert at.selectbox(key="diagnose_site").value == "back"
+    assert len(at.get("plotly_chart")) == 1
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A tiny, valid PNG whose header declares width x height pixels (a decompression bomb)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def _bad_inputs(lesion: bytes) -> dict[str, tuple[str, bytes, str]]:
+    rgb = Image.open(io.BytesIO(lesion)).convert("RGB")
+    return {
+        "corrupt jpeg": ("corrupt.jpg", lesion[: len(lesion) // 3], "damaged or truncated"),
+        "text as jpg": ("notes.jpg", b"Patient notes, not an image.\n" * 20, "not an image"),
+        "empty": ("empty.jpg", b"", "empty"),
+        "1x1": ("dot.png", image_bytes(Image.new("RGB", (1, 1))), "only 1 x 1 pixels"),
+        "16-bit png": ("deep.png", image_bytes(Image.fromarray((np.arange(200 * 150, dtype=np.uint16) % 65535).reshape(150, 200))), "8-bit"),
+        "bomb": ("bomb.png", _png_declaring(50_000, 50_000), "decompression bomb"),
+        "over the limit": ("huge.jpg", b"\xff\xd8\xff" + b"\0" * (int(st.get_option("server.maxUploadSize")) * 2**20 + 10), "upload limit"),
+    }
+
+
+@pytest.mark.parametrize("case", ["corrupt jpeg", "text as jpg", "empty", "1x1", "16-bit png", "bomb", "over the limit"])
+def test_bad_file_gets_a_message_and_no_audit(served, lesion_jpeg, case):
+    at, db = served
+    name, data, expected = _bad_inputs(lesion_jpeg)[case]
+    at = upload(at, (name, data))
+    assert not at.exception
+    assert expected in messages(at) and name in messages(at)
+    assert not at.get("plotly_chart") and not images(at)
+    assert audit.count(db) == 0
+
+
+@pytest.mark.parametrize("age", [-3, 250])
+def test_impossible_age_gets_a_message_and_no_audit(served, lesion_jpeg, age):
+    at, db = served
+    at.number_input(key="diagnose_age").set_value(age)
+    at = upload(at, ("lesion.jpg", lesion_jpeg))
+    assert not at.exception
+    assert "Age must be between 0 and 120" in messages(at)
+    assert not at.get("plotly_chart")
+    assert audit.count(db) == 0
+    at.number_input(key="diagnose_age").set_value(None)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "CMYK"])
+def test_other_colour_modes_are_converted(served, lesion_jpeg, mode):
+    at, _ = served
+    img = Image.open(io.BytesIO(lesion_jpeg)).convert(mode)
+    data = image_bytes(img, "JPEG" if mode == "CMYK" else "PNG")
+    at = insist(upload(at, (f"lesion_{mode}.{'jpg' if mode == 'CMYK' else 'png'}", data)))
+    assert not at.exception and not at.error
+    assert len(at.get("plotly_chart")) == 1 and len(images(at)) == 4
+
+
+def test_quality_warning_withholds_output_until_the_clinician_insists(page, tmp_path):
+    dark = image_bytes(Image.fromarray((lesion_like(np.random.default_rng(2)) * 0.1).astype(np.uint8)))
+    at = upload(page, ("dark.png", dark))
+    assert not at.exception
+    assert any("too dark" in w.value or "very dark" in w.value for w in at.warning)
+    assert not at.get("plotly_chart") and audit.count(tmp_path / "audit.sqlite3") == 0
+    at = insist(at)
+    assert len(at.get("plotly_chart")) == 1 and audit.count(tmp_path / "audit.sqlite3") == 1
+    assert "too dark" in audit.read(tmp_path / "audit.sqlite3").iloc[0]["quality_flags"]
