@@ -33,3 +33,21 @@ train-image: $(STAMP)
 evaluate: $(STAMP)
 	$(PY) -m core.evaluate --bundle weights/fusion-lite0
 	$(PY) -m core.evaluate --bundle weights/image-lite0
+
+# -- explanations, performance aggregates and the papers' comparison ---------------------------
+.PHONY: card explain compare
+
+# Store test metrics plus the Model performance page's aggregates (curves, operating points,
+# calibration bins, subgroups) in each committed bundle's card.
+card: $(STAMP)
+	$(PY) -m core.evaluate --bundle weights/fusion-lite0 --write-card
+	$(PY) -m core.evaluate --bundle weights/image-lite0 --write-card
+
+# Permutation importance and metadata SHAP on the validation split -> weights/<name>/explanations.json.
+explain: $(STAMP)
+	$(PY) -m core.explain --bundle weights/fusion-lite0 --threads $(THREADS)
+	$(PY) -m core.explain --bundle weights/image-lite0 --threads $(THREADS)
+
+# The papers' model comparison -> results/comparison.json (+ .csv). Resumable: re-run to continue.
+compare: $(STAMP)
+	$(PY) bench/compare_models.py --threads $(THREADS)

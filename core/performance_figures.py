@@ -31,11 +31,16 @@ def _interval(lo: float, hi: float) -> str:
     return "n/a" if lo is None or hi is None or np.isnan(lo) or np.isnan(hi) else f"{lo:.3f}-{hi:.3f}"
 
 
+def ci_text(ci: list[float] | tuple[float, float]) -> str:
+    """'95% CI 0.780-0.840'."""
+    return f"95% CI {_interval(*ci)}"
+
+
 def interval_text(value: float, ci: list[float] | tuple[float, float] | None) -> str:
     """'0.812 (95% CI 0.780-0.840)' or just the value."""
     if ci is None:
         return f"{value:.3f}"
-    return f"{value:.3f} (95% CI {_interval(*ci)})"
+    return f"{value:.3f} ({ci_text(ci)})"
 
 
 def confusion_figure(matrix: list[list[int]], classes: list[str], normalise: bool) -> go.Figure:

@@ -106,7 +106,7 @@ def _heading(pdf: FPDF, text: str) -> None:
 
 
 def _para(pdf: FPDF, text: str) -> None:
-    pdf.multi_cell(0, 4.5, _latin1(text), new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(0, 4.5, _latin1(text), new_x="LMARGIN", new_y="NEXT", align="L")
 
 
 def build_report(
@@ -153,7 +153,7 @@ def build_report(
     for statement in risk_statements(prediction, card):
         _para(pdf, statement.sentence)
     pdf.ln(1)
-    with pdf.table(col_widths=(70, 25), text_align=("LEFT", "RIGHT"), width=95, align="LEFT") as table:
+    with pdf.table(col_widths=(95, 25), text_align=("LEFT", "RIGHT"), width=120, align="LEFT") as table:
         table.row(["Class", "Probability"])
         for code, p in sorted(prediction.probs.items(), key=lambda kv: -kv[1]):
             table.row([_latin1(f"{class_label(card, code)} ({code})"), f"{p:.1%}"])

@@ -25,7 +25,7 @@ st.title("Explanations")
 st.caption("Which inputs move the model's estimate: across the validation split, and for one image.")
 
 try:
-    predictor = get_predictor(str(model_dir()))
+    predictor = get_predictor()
 except InputError as exc:
     st.error(f"The model could not be loaded from {model_dir()}: {exc}")
     st.stop()
@@ -103,10 +103,10 @@ if source == sources[0]:
         raw = upload.getvalue()
 else:
     try:
-        index = picker_index()
-        image_id = st.selectbox("Image", index["image_id"].tolist(), key="explain_pick",
-                                format_func=lambda i: f"{i} ({index.set_index('image_id').loc[i, 'dx']})")
-        row = index.set_index("image_id").loc[image_id]
+        index = picker_index().set_index("image_id")
+        dx = index["dx"].to_dict()
+        image_id = st.selectbox("Image", index.index.tolist(), key="explain_pick", format_func=lambda i: f"{i} ({dx[i]})")
+        row = index.loc[image_id]
         raw = open(row["image_path"], "rb").read()
         defaults = {"age": None if pd.isna(row["age"]) else float(row["age"]), "sex": row["sex"], "site": row["site"]}
     except (InputError, OSError) as exc:

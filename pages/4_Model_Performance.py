@@ -14,7 +14,7 @@ st.set_page_config(page_title="Model performance - dermoscopy decision support",
 st.title("Model performance")
 
 try:
-    card = get_card(str(model_dir()))
+    card = get_card()
 except InputError as exc:
     st.error(f"The model card could not be read from {model_dir()}: {exc}")
     st.stop()
@@ -79,11 +79,16 @@ st.header("Test metrics")
 ci = (agg or {}).get("ci95", {})
 st.caption(f"Lesion-grouped test split: {test['n_images']} images of {test['n_lesions']} lesions never seen in training. "
            "95% intervals resample whole lesions (1,000 bootstrap draws).")
-cols = st.columns(4)
-cols[0].metric("Accuracy", pf.interval_text(test["accuracy"], ci.get("accuracy")))
-cols[1].metric("Balanced accuracy", pf.interval_text(test["balanced_accuracy"], ci.get("balanced_accuracy")))
-cols[2].metric("Melanoma AUROC", pf.interval_text(test["melanoma"]["auroc"], test["melanoma"].get("auroc_ci95")))
-cols[3].metric("Malignant AUROC", pf.interval_text(test["malignant"]["auroc"], test["malignant"].get("auroc_ci95")))
+headline = [
+    ("Accuracy", test["accuracy"], ci.get("accuracy")),
+    ("Balanced accuracy", test["balanced_accuracy"], ci.get("balanced_accuracy")),
+    ("Melanoma AUROC", test["melanoma"]["auroc"], test["melanoma"].get("auroc_ci95")),
+    ("Malignant AUROC", test["malignant"]["auroc"], test["malignant"].get("auroc_ci95")),
+]
+for col, (label, value, interval) in zip(st.columns(4), headline):
+    col.metric(label, f"{value:.3f}")
+    if interval:
+        col.caption(pf.ci_text(interval))
 st.dataframe(pf.per_class_table(test, agg, names), hide_index=True, key="perf_per_class")
 withheld = metrics.get("metadata_withheld")
 if withheld:

@@ -116,6 +116,8 @@ def test_diagnose_page_in_chromium(app_url, driver, tmp_path):
     # The heatmap's three panels (plus the image as uploaded), and the report button.
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "[data-testid='stImage']")) >= 4)
     wait.until(lambda d: "Download the PDF report" in d.find_element(By.TAG_NAME, "body").text)
+    loaded = "return [...document.querySelectorAll(\"[data-testid='stImage'] img\")].filter(i => i.complete && i.naturalWidth > 0).length"
+    wait.until(lambda d: d.execute_script(loaded) >= 4)
     time.sleep(2)  # let the plotly chart finish drawing before the screenshot
     body = driver.find_element(By.TAG_NAME, "body").text
     shot = tmp_path / "diagnose.png"

@@ -211,7 +211,11 @@ def probability_chart(predictor: Predictor, case: Case) -> None:
 
 def summary(predictor: Predictor, case: Case) -> None:
     p = case.prediction
-    st.metric("Most likely class", class_label(predictor.card, p.top), f"{p.probs[p.top]:.1%}", delta_color="off")
+    top = p.probs[p.top]
+    st.metric("Most likely class", class_label(predictor.card, p.top))
+    st.markdown(f"Probability **{top:.1%}**" + (
+        " - the model is uncertain: no class reaches 50 %; weigh the risks below and your own assessment."
+        if top < 0.5 else ""))
     for statement in risk_statements(p, predictor.card):
         show = st.warning if statement.refer else st.info
         show(f"**{statement.label}: {statement.value:.1%}**, {statement.advice}", icon="⚠️" if statement.refer else "ℹ️")

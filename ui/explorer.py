@@ -85,6 +85,12 @@ def _load_stored(path: str, mtime: float) -> DatasetStats:
     return read_stats(path)
 
 
+@st.cache_data(show_spinner=False, ttl=60)
+def _find_datasets(root: str) -> dict[str, Path]:
+    """The datasets under DERMO_DATA_DIR (re-scanned at most once a minute)."""
+    return find_datasets(root)
+
+
 def _mtime(path: Path) -> float:
     if not path.exists():
         raise InputError(f"No such file or folder: {path}")
@@ -165,7 +171,7 @@ def choose_source() -> Source | None:
     Raises InputError with a readable message for a bad path or CSV.
     """
     root = _env_root()
-    found = find_datasets(root) if root else {}
+    found = _find_datasets(str(root)) if root else {}
     options = ([ENV_SOURCE] if root else []) + [PATH_SOURCE, UPLOAD_SOURCE, STORED_SOURCE]
     default = options.index(ENV_SOURCE if found else STORED_SOURCE)
     choice = st.sidebar.radio("Data source", options, index=default, key="explorer_source")

@@ -1,0 +1,454 @@
+"""The papers' model comparison on the shared lesion-grouped split.
+
+    python bench/compare_models.py                      (the full study; resumable)
+    python bench/compare_models.py --limit 64 --max-steps 2 --epochs 1 --folds 2 \
+        --out /tmp/cmp/comparison.json --work-dir /tmp/cmp --cache-dir /tmp/cmp/cache    (smoke run)
+
+Rows: (1) the first paper's multimodal CNN (papercnn, image + metadata, 128x128); (2) the same
+on heatmap-guided input (Grad-CAM of an ImageNet-pretrained EfficientNet-Lite0, see
+core/guided.py); (3) the default backbone image-only and (4) the default fusion model, both
+reused from their committed bundles; (5) the default fusion model on heatmap-guided input,
+trained only if (2) shows promise (or with --force-lite0-heatmap); (6) ResNet-50 and
+Inception-v3, trained only with --with-heavy and their ImageNet weights in the torch hub cache.
+
+Each row reports accuracy, balanced accuracy, melanoma AUROC and malignant sensitivity at 80%
+specificity on the test split, with lesion-bootstrap 95% intervals, training time (sum of the
+epoch times in the bundle's history) and inference time per image on --threads cores. Models in
+--cv-models also get lesion-grouped k-fold cross-validation over all images (mean +- sd).
+
+Resumable: a row or fold whose bundle exists is not retrained, training resumes from its
+checkpoint, and the results file is rewritten after every row and fold.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.model_selection import StratifiedGroupKFold
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core import config  # noqa: E402
+from core.bundle import CARD_FILE, load_bundle  # noqa: E402
+from core.data import load_ham10000, load_images, load_or_create_split, subset  # noqa: E402
+from core.evaluate import (  # noqa: E402
+    balanced_accuracy, binary_scores, bootstrap_auc, bootstrap_ci, class_indices, datasets_for, extract,
+    head_logits, sensitivity_at_specificity,
+)
+from core.performance_figures import comparison_table  # noqa: E402
+from core.train import limit_rows  # noqa: E402
+
+log = logging.getLogger("compare_models")
+
+PAPERCNN_ARGS = ["--backbone", "papercnn", "--epochs", "30", "--patience", "5", "--lr", "1e-3", "--batch-size", "32"]
+LITE0_ARGS = ["--backbone", "lite0", "--freeze-stages", "3", "--epochs", "12", "--optimizer", "adamw", "--lr", "3e-4",
+              "--weight-decay", "0.01"]
+HEAVY_ARGS = ["--freeze-stages", "3", "--epochs", "12", "--optimizer", "adamw", "--lr", "3e-4", "--weight-decay", "0.01"]
+#: Forward-pass cost relative to EfficientNet-Lite0 at 150x200 (about 0.24 GFLOPs): for the estimates.
+RELATIVE_COST = {"resnet50": 4.1 / 0.24, "inception_v3": 5.7 / 0.24}
+
+
+@dataclass
+class Row:
+    id: str
+    label: str
+    train_args: list[str] = field(default_factory=list)
+    guided: bool = False
+    reuse: str | None = None  # a committed bundle under weights/ (evaluated, not retrained)
+    heavy: str | None = None  # a torchvision backbone that needs its ImageNet weights cached
+
+
+ROWS = [
+    Row("papercnn-fusion", "First paper's multimodal CNN (papercnn, image + metadata, 128x128)", PAPERCNN_ARGS),
+    Row("papercnn-heatmap-fusion", "First paper's CNN on heatmap-guided input (Grad-CAM of ImageNet Lite0) + metadata",
+        PAPERCNN_ARGS, guided=True),
+    Row("lite0-image", "EfficientNet-Lite0, image only (default backbone)", reuse="image-lite0"),
+    Row("lite0-fusion", "EfficientNet-Lite0 + metadata (the app's default model)", reuse="fusion-lite0"),
+    Row("lite0-heatmap-fusion", "EfficientNet-Lite0 + metadata on heatmap-guided input", LITE0_ARGS, guided=True),
+    Row("resnet50-fusion", "ResNet-50 + metadata (first paper's comparison)", ["--backbone", "resnet50", *HEAVY_ARGS],
+        heavy="resnet50"),
+    Row("inception_v3-fusion", "Inception-v3 + metadata (first paper's comparison)",
+        ["--backbone", "inception_v3", *HEAVY_ARGS], heavy="inception_v3"),
+]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=config.REPO_ROOT / "results" / "comparison.json")
+    p.add_argument("--work-dir", type=Path, default=config.REPO_ROOT / "runs" / "compare")
+    p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "dermoscopy",
+                   help="heatmaps and the guided image copy (derived from CC BY-NC data: kept out of the repo)")
+    p.add_argument("--data", type=Path, default=config.DEFAULT_DATA_DIR / "ham10000")
+    p.add_argument("--split-file", type=Path, default=config.SPLITS_DIR / "ham10000.csv")
+    p.add_argument("--weights-dir", type=Path, default=config.WEIGHTS_DIR, help="where the reused bundles are")
+    p.add_argument("--rows", nargs="*", help="only these row ids")
+    p.add_argument("--cv-models", nargs="*", default=["papercnn-fusion", "papercnn-heatmap-fusion"])
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--guide-mode", default="weight", choices=["weight", "replace"])
+    p.add_argument("--force-lite0-heatmap", action="store_true", help="train row 5 even if row 2 shows no promise")
+    p.add_argument("--with-heavy", action="store_true", help="train ResNet-50 / Inception-v3 if their weights are cached")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=config.SEED)
+    # smoke-test knobs, passed on to core.train
+    p.add_argument("--limit", type=int)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--epochs", type=int)
+    return p.parse_args(argv)
+
+
+# -- results file -----------------------------------------------------------------------------
+def load_results(path: Path) -> dict[str, Any]:
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"rows": []}
+
+
+def save_results(results: dict[str, Any], path: Path) -> None:
+    """Rewrite the JSON (atomically) and a flat CSV next to it, after every finished piece."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    results["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    tmp.replace(path)
+    comparison_table(results).to_csv(path.with_suffix(".csv"), index=False)
+
+
+def row_entry(results: dict[str, Any], row: Row) -> dict[str, Any]:
+    for entry in results["rows"]:
+        if entry["id"] == row.id:
+            entry["label"] = row.label
+            return entry
+    entry = {"id": row.id, "label": row.label, "status": "pending"}
+    results["rows"].append(entry)
+    results["rows"].sort(key=lambda e: [r.id for r in ROWS].index(e["id"]))
+    return entry
+
+
+# -- data -------------------------------------------------------------------------------------------
+class Data:
+    """Decoded datasets (original and guided), loaded once each and only when needed."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self._cache: dict[str, tuple[pd.DataFrame, list[np.ndarray]]] = {}
+
+    def get(self, guided: bool) -> tuple[pd.DataFrame, list[np.ndarray]]:
+        """Frame with the shared split and decoded images; with --limit, the same stratified sample
+        core.train draws, chosen before decoding so a smoke run reads only those images."""
+        key = "guided" if guided else "original"
+        if key not in self._cache:
+            root = self.guided_dir() if guided else self.args.data
+            frame, _ = load_ham10000(root)
+            frame["split"] = load_or_create_split(frame, self.args.split_file, self.args.seed).to_numpy()
+            if self.args.limit:
+                frame, _ = limit_rows(frame, [None] * len(frame), self.args.limit, self.args.seed)
+            frame, images = load_images(frame)
+            self._cache[key] = (frame, images)
+        return self._cache[key]
+
+    def guided_dir(self) -> Path:
+        """The guided copy of the dataset: heatmaps computed once (cached), images written once."""
+        from core.guided import guide_cams, imagenet_guide, write_guided_dataset
+
+        out = self.args.cache_dir / f"ham10000-guided-{self.args.guide_mode}"
+        frame, images = self.get(False)
+        marker = out / f".complete-{len(frame)}"
+        if not marker.is_file():
+            cams = guide_cams(imagenet_guide(), images, self.args.cache_dir / "guide-cams-imagenet-lite0.npz",
+                              frame["image_id"].tolist())
+            write_guided_dataset(self.args.data, out, frame, images, cams, self.args.guide_mode)
+            marker.touch()
+        return out
+
+
+# -- training -----------------------------------------------------------------------------------------
+def train(args: argparse.Namespace, row: Row, data_dir: Path, split_file: Path, out: Path, work: Path) -> Path:
+    """core.train in a subprocess (its memory is returned when it ends); skipped if the bundle exists."""
+    if (out / CARD_FILE).is_file():
+        log.info("%s: bundle exists at %s, not retrained", row.id, out)
+        return out
+    cmd = [sys.executable, "-m", "core.train", "--name", row.id, *row.train_args, "--data", str(data_dir),
+           "--split-file", str(split_file), "--out", str(out), "--work-dir", str(work), "--resume",
+           "--threads", str(args.threads), "--seed", str(args.seed), "--bootstrap", str(min(args.bootstrap, 200))]
+    if args.limit:
+        cmd += ["--limit", str(args.limit)]
+    if args.max_steps:
+        cmd += ["--max-steps", str(args.max_steps)]
+    if args.epochs:
+        cmd += ["--epochs", str(args.epochs)]
+    log.info("%s: training: %s", row.id, " ".join(cmd))
+    code = subprocess.run(cmd, cwd=config.REPO_ROOT).returncode
+    if code != 0 or not (out / CARD_FILE).is_file():
+        raise TrainingFailed(f"core.train exited with code {code} (see its log above)")
+    return out
+
+
+class TrainingFailed(RuntimeError):
+    """One training run failed; the study records it and goes on with the next row or fold."""
+
+
+# -- evaluation -------------------------------------------------------------------------------------------
+@torch.no_grad()
+def test_outputs(bundle: Path, frame: pd.DataFrame, images: list[np.ndarray], split: str = "test"):
+    """Calibrated test probabilities, labels and lesion ids of a bundle on one split."""
+    model, card = load_bundle(bundle)
+    part, part_images = subset(frame, images, frame["split"] == split)
+    known, _ = datasets_for(card, part, part_images)
+    feats, meta, labels = extract(model, known)
+    logits = head_logits(model, feats, meta if model.meta is not None else None)
+    probs = torch.softmax(logits / card["temperature"], 1).numpy()
+    return model, card, probs, labels, part["group_id"].to_numpy(), known
+
+
+def row_metrics(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray, card: dict[str, Any], n_boot: int) -> dict[str, Any]:
+    """The table's four metrics, each with a lesion-bootstrap 95% interval."""
+    pred = probs.argmax(1)
+    mel_t, mel_s = binary_scores(probs, labels, class_indices(card, [card["melanoma"]]))
+    mal_t, mal_s = binary_scores(probs, labels, class_indices(card, card["malignant"]))
+    out: dict[str, Any] = {"n_images": int(len(labels)), "n_lesions": int(len(np.unique(groups)))}
+    out["accuracy"] = float(np.mean(pred == labels))
+    out["accuracy_ci95"] = bootstrap_ci(lambda p: float(np.mean(pred[p] == labels[p])), groups, n_boot)
+    out["balanced_accuracy"] = balanced_accuracy(labels, pred)
+    out["balanced_accuracy_ci95"] = bootstrap_ci(lambda p: balanced_accuracy(labels[p], pred[p]), groups, n_boot)
+    if 0 < mel_t.sum() < len(mel_t):
+        auc, lo, hi = bootstrap_auc(mel_t, mel_s, groups, n_boot)
+        out["melanoma_auroc"], out["melanoma_auroc_ci95"] = auc, [lo, hi]
+    else:
+        out["melanoma_auroc"], out["melanoma_auroc_ci95"] = float("nan"), None
+    out["malignant_sens_at_80_spec"] = sensitivity_at_specificity(mal_t, mal_s, 0.80)[0]
+
+    def sens80(p: np.ndarray) -> float | None:
+        return sensitivity_at_specificity(mal_t[p], mal_s[p], 0.80)[0] if 0 < mal_t[p].sum() < len(p) else None
+
+    out["malignant_sens_at_80_spec_ci95"] = bootstrap_ci(sens80, groups, n_boot)
+    return out
+
+
+def inference_seconds(model: torch.nn.Module, dataset: Any, threads: int, guided: bool, repeats: int = 20) -> float:
+    """Median single-image latency on `threads` cores (plus the guide's Grad-CAM for guided models)."""
+    from core.heatmap import compute_cam
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        image, meta, _ = dataset[0]
+        x, m = image.unsqueeze(0), (meta.unsqueeze(0) if model.meta is not None else None)
+        with torch.no_grad():
+            for _ in range(3):
+                model(x, m)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                model(x, m)
+                times.append(time.perf_counter() - t0)
+        total = float(np.median(times))
+        if guided:
+            from core.guided import GUIDE_SIZE, imagenet_guide
+            from core.transforms import eval_transform
+
+            guide = imagenet_guide()
+            g = eval_transform(GUIDE_SIZE, config.IMAGENET_MEAN, config.IMAGENET_STD)(torch.zeros(3, 150, 200, dtype=torch.uint8))
+            cam_times = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    top = int(guide(g.unsqueeze(0)).argmax(1))
+                compute_cam(guide, g, None, top, "Grad-CAM")
+                cam_times.append(time.perf_counter() - t0)
+            total += float(np.median(cam_times))
+        return total
+    finally:
+        torch.set_num_threads(before)
+
+
+def train_seconds(card: dict[str, Any]) -> float | None:
+    seconds = [h.get("seconds") for h in card.get("history", []) if h.get("seconds") is not None]
+    return float(sum(seconds)) if seconds else None
+
+
+# -- cross-validation --------------------------------------------------------------------------------------
+def fold_splits(frame: pd.DataFrame, folds: int, seed: int, out_dir: Path) -> list[Path]:
+    """Lesion-grouped, class-stratified k-fold over all images: fold k is the test set, and a grouped
+    15% of the rest is validation (early stopping, temperature). One CSV per fold, written once."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"fold{k}.csv" for k in range(folds)]
+    if all(p.is_file() for p in paths):
+        return paths
+    labels, groups = frame["dx"].to_numpy(), frame["group_id"].to_numpy()
+    outer = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for k, (rest, test) in enumerate(outer.split(np.zeros(len(frame)), labels, groups)):
+        inner = StratifiedGroupKFold(n_splits=round(0.85 / 0.15), shuffle=True, random_state=seed + 1 + k)
+        _, val = next(inner.split(np.zeros(len(rest)), labels[rest], groups[rest]))
+        split = np.full(len(frame), "train", dtype=object)
+        split[test] = "test"
+        split[rest[val]] = "val"
+        pd.DataFrame({"image_id": frame["image_id"], "split": split}).to_csv(paths[k], index=False)
+    return paths
+
+
+def run_cv(args: argparse.Namespace, row: Row, entry: dict[str, Any], data: Data, results: dict[str, Any]) -> None:
+    frame, _ = data.get(False)
+    paths = fold_splits(frame, args.folds, args.seed, args.work_dir / "cv-splits")
+    data_dir = data.guided_dir() if row.guided else args.data
+    cv = entry.setdefault("cv", {"status": "running", "per_fold": {}})
+    for k, split_file in enumerate(paths):
+        if str(k) in cv["per_fold"]:
+            continue
+        try:
+            bundle = train(args, row, data_dir, split_file, args.work_dir / "cv" / row.id / f"fold{k}" / "bundle",
+                           args.work_dir / "cv" / row.id / f"fold{k}" / "work")
+        except TrainingFailed as exc:
+            cv.update({"status": "failed", "note": f"fold {k}: {exc}"})
+            save_results(results, args.out)
+            return
+        rows, images = data.get(row.guided)
+        fold = dict(zip(*pd.read_csv(split_file)[["image_id", "split"]].to_numpy().T))
+        _, card, probs, labels, groups, _ = test_outputs(bundle, rows.assign(split=rows["image_id"].map(fold)), images)
+        mel_t, mel_s = binary_scores(probs, labels, class_indices(card, [card["melanoma"]]))
+        cv["per_fold"][str(k)] = {
+            "balanced_accuracy": balanced_accuracy(labels, probs.argmax(1)),
+            "melanoma_auroc": bootstrap_auc(mel_t, mel_s, groups, 0)[0] if 0 < mel_t.sum() < len(mel_t) else float("nan"),
+            "n_images": int(len(labels)),
+        }
+        save_results(results, args.out)
+    folds = pd.DataFrame(cv["per_fold"].values())
+    cv.update({"status": "done", "folds": len(folds),
+               "balanced_accuracy_mean": float(folds["balanced_accuracy"].mean()),
+               "balanced_accuracy_sd": float(folds["balanced_accuracy"].std(ddof=1)) if len(folds) > 1 else float("nan"),
+               "melanoma_auroc_mean": float(folds["melanoma_auroc"].mean()),
+               "melanoma_auroc_sd": float(folds["melanoma_auroc"].std(ddof=1)) if len(folds) > 1 else float("nan")})
+    save_results(results, args.out)
+
+
+# -- the study ------------------------------------------------------------------------------------------------
+def heavy_reason(row: Row, args: argparse.Namespace) -> str | None:
+    """Why a ResNet-50 / Inception-v3 row is not trained here, or None if it will be."""
+    from torchvision.models import Inception_V3_Weights, ResNet50_Weights
+
+    weights = {"resnet50": ResNet50_Weights.DEFAULT, "inception_v3": Inception_V3_Weights.DEFAULT}[row.heavy]
+    cached = (Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]).is_file()
+    lite0 = args.weights_dir / "fusion-lite0" / CARD_FILE
+    hours = ""
+    if lite0.is_file():
+        base = train_seconds(json.loads(lite0.read_text()))
+        if base:
+            hours = f" about {base * RELATIVE_COST[row.heavy] / 3600:.0f} CPU-hours for 12 epochs at its input size (estimated from the Lite0 run),"
+    if not args.with_heavy:
+        return (f"Not trained here:{hours} beyond this study's 2-core CPU budget"
+                + ("" if cached else ", and its ImageNet weights are not in the torch hub cache (nothing is downloaded)")
+                + ". Run with --with-heavy to train it.")
+    if not cached:
+        return "Not trained here: its ImageNet weights are not in the torch hub cache (nothing is downloaded)."
+    return None
+
+
+def evaluate_row(args: argparse.Namespace, row: Row, entry: dict[str, Any], bundle: Path, data: Data) -> None:
+    frame, images = data.get(row.guided)
+    model, card, probs, labels, groups, dataset = test_outputs(bundle, frame, images)
+    entry.update({
+        "status": "done", "bundle": str(bundle), "metrics": row_metrics(probs, labels, groups, card, args.bootstrap),
+        "train_seconds": train_seconds(card),
+        "infer_seconds_per_image": inference_seconds(model, dataset, args.threads, row.guided),
+        "input_size": card["input"]["size"], "backbone": card["model"]["backbone"],
+        "uses_metadata": card["model"]["use_metadata"], "epochs_run": card.get("training", {}).get("epochs_run"),
+    })
+
+
+def promising(results: dict[str, Any]) -> tuple[bool, str]:
+    """Row 2 shows promise if it matches or beats row 1 on balanced accuracy or melanoma AUROC."""
+    rows = {e["id"]: e for e in results["rows"]}
+    plain, heat = rows.get("papercnn-fusion", {}), rows.get("papercnn-heatmap-fusion", {})
+    if plain.get("status") != "done" or heat.get("status") != "done":
+        return False, "rows 1 and 2 are not both finished"
+    p, h = plain["metrics"], heat["metrics"]
+    better = h["balanced_accuracy"] >= p["balanced_accuracy"] or h["melanoma_auroc"] >= p["melanoma_auroc"]
+    return better, (f"heatmap-guided papercnn: balanced accuracy {h['balanced_accuracy']:.3f} vs {p['balanced_accuracy']:.3f}, "
+                    f"melanoma AUROC {h['melanoma_auroc']:.3f} vs {p['melanoma_auroc']:.3f}")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    results = load_results(args.out)
+    results.update({
+        "description": "Same lesion-grouped split for every row (test split: lesions never seen in training). "
+                       "95% intervals: lesion bootstrap. Inference: median single-image latency on "
+                       f"{args.threads} CPU cores. Training time: sum of epoch times in the bundle's history.",
+        "split_file": args.split_file.name,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    })
+    data = Data(args)
+    wanted = [r for r in ROWS if not args.rows or r.id in args.rows]
+    for row in wanted:
+        entry = row_entry(results, row)
+        if entry.get("status") == "done" and (row.id not in args.cv_models or entry.get("cv", {}).get("status") == "done"):
+            log.info("%s: done already", row.id)
+            continue
+        if row.heavy:
+            reason = heavy_reason(row, args)
+            if reason:
+                entry.update({"status": "not trained", "note": reason})
+                save_results(results, args.out)
+                continue
+        if row.id == "lite0-heatmap-fusion" and not args.force_lite0_heatmap:
+            ok, why = promising(results)
+            if not ok:
+                entry.update({"status": "skipped", "note": f"Not trained: row 2 showed no promise ({why})."})
+                save_results(results, args.out)
+                continue
+            entry["note"] = f"Trained because row 2 showed promise ({why})."
+        if entry.get("status") != "done":
+            if row.reuse:
+                bundle = args.weights_dir / row.reuse
+                if not (bundle / CARD_FILE).is_file():
+                    entry.update({"status": "missing", "note": f"The committed bundle {bundle} does not exist yet."})
+                    save_results(results, args.out)
+                    continue
+                entry["note"] = f"The committed bundle weights/{row.reuse}, evaluated, not retrained."
+            else:
+                data_dir = data.guided_dir() if row.guided else args.data
+                try:
+                    bundle = train(args, row, data_dir, args.split_file, args.work_dir / "bundles" / row.id,
+                                   args.work_dir / "train" / row.id)
+                except TrainingFailed as exc:
+                    entry.update({"status": "failed", "note": str(exc)})
+                    save_results(results, args.out)
+                    continue
+            evaluate_row(args, row, entry, bundle, data)
+            save_results(results, args.out)
+            log.info("%s: %s", row.id, entry["metrics"])
+        if row.id in args.cv_models:
+            run_cv(args, row, entry, data, results)
+    not_cv = [e["label"] for e in results["rows"] if e.get("status") == "done" and "cv" not in e]
+    results["notes"] = [
+        "Reported accuracies in the papers (96%, 94.5%) come from evaluations where images of one lesion can "
+        "sit in both training and test sets; these rows never allow that.",
+        f"{args.folds}-fold cross-validation ran for: {', '.join(args.cv_models) or 'none'}. "
+        + (f"Not cross-validated (each fold is a full training run, beyond the 2-core CPU budget): {', '.join(not_cv)}."
+           if not_cv else ""),
+    ]
+    save_results(results, args.out)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    results = run(args)
+    print(comparison_table(results).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""Heatmap-guided input (core.guided) and the comparison study's pure helpers (bench/compare_models.py)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.errors import InputError
+from core.guided import guide_image, write_guided_dataset
+from core.performance_figures import comparison_table
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "compare_models.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("compare_models", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_weight_guidance_keeps_hot_pixels_and_dims_cold_ones() -> None:
+    image = np.full((150, 200, 3), 200, dtype=np.uint8)
+    cam = np.zeros((75, 100), dtype=np.uint8)
+    cam[:, 50:] = 255  # the right half is "hot"
+    guided = guide_image(image, cam, "weight", floor=0.25)
+    assert guided.shape == image.shape and guided.dtype == np.uint8
+    assert guided[75, 190].tolist() == [200, 200, 200]
+    assert guided[75, 10].tolist() == [50, 50, 50]
+
+
+def test_replace_guidance_is_the_coloured_heatmap() -> None:
+    image = np.zeros((150, 200, 3), dtype=np.uint8)
+    cam = np.tile(np.linspace(0, 1, 100, dtype=np.float32), (75, 1))
+    guided = guide_image(image, cam, "replace")
+    assert guided.shape == (150, 200, 3)
+    assert guided[:, -1, 0].mean() > guided[:, -1, 2].mean()  # hot end is red (Jet)
+    with pytest.raises(InputError):
+        guide_image(image, cam, "paint")
+
+
+def test_write_guided_dataset_mirrors_the_layout(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "HAM10000_metadata.csv").write_text("lesion_id,image_id,dx,dx_type,age,sex,localization\n")
+    frame = pd.DataFrame({"image_id": ["a", "b"]})
+    images = [np.full((150, 200, 3), 100, dtype=np.uint8)] * 2
+    cams = np.full((2, 75, 100), 255, dtype=np.uint8)
+    out = write_guided_dataset(source, tmp_path / "out", frame, images, cams)
+    assert (out / "HAM10000_metadata.csv").is_file()
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["a.png", "b.png"]
+
+
+def test_fold_splits_are_lesion_grouped(bench, tmp_path: Path, rng: np.random.Generator) -> None:
+    n = 300
+    frame = pd.DataFrame({"image_id": [f"i{k}" for k in range(n)], "group_id": [f"l{k // 3}" for k in range(n)],
+                          "dx": rng.choice(["nv", "mel", "bkl"], n)})
+    paths = bench.fold_splits(frame, 3, 0, tmp_path)
+    tests = []
+    for path in paths:
+        split = pd.read_csv(path).merge(frame, on="image_id")
+        assert split.groupby("group_id")["split"].nunique().max() == 1
+        assert set(split["split"]) == {"train", "val", "test"}
+        tests.append(set(split.loc[split["split"] == "test", "image_id"]))
+    assert set.union(*tests) == set(frame["image_id"]) and sum(map(len, tests)) == n
+
+
+def test_promise_rule_and_table(bench) -> None:
+    def done(bacc: float, auc: float) -> dict:
+        return {"status": "done", "metrics": {
+            "accuracy": 0.7, "accuracy_ci95": [0.6, 0.8], "balanced_accuracy": bacc, "balanced_accuracy_ci95": [0, 1],
+            "melanoma_auroc": auc, "melanoma_auroc_ci95": [0, 1], "malignant_sens_at_80_spec": 0.5,
+            "malignant_sens_at_80_spec_ci95": [0.4, 0.6]}, "train_seconds": 600, "infer_seconds_per_image": 0.01}
+    results = {"rows": [{"id": "papercnn-fusion", "label": "plain", **done(0.5, 0.8)},
+                        {"id": "papercnn-heatmap-fusion", "label": "heat", **done(0.4, 0.7)},
+                        {"id": "resnet50-fusion", "label": "resnet", "status": "not trained", "note": "budget"}]}
+    ok, why = bench.promising(results)
+    assert not ok and "0.400 vs 0.500" in why
+    results["rows"][1]["metrics"]["melanoma_auroc"] = 0.81
+    assert bench.promising(results)[0]
+    table = comparison_table(json.loads(json.dumps(results)))
+    assert list(table["model"]) == ["plain", "heat", "resnet"]
+    assert table.loc[2, "status"] == "not trained" and table.loc[0, "training time"] == "10.0 min"
