@@ -51,3 +51,11 @@ explain: $(STAMP)
 # The papers' model comparison -> results/comparison.json (+ .csv). Resumable: re-run to continue.
 compare: $(STAMP)
 	$(PY) bench/compare_models.py --threads $(THREADS)
+
+# Out-of-distribution statistics (PCA + Mahalanobis on the training split) -> the card's "ood".
+ood: $(STAMP)
+	$(PY) -m core.ood --bundle weights/fusion-lite0
+
+# Everything the pages read from the bundles, after (re)training: run in this order, since each
+# step rewrites part of the model card.
+bundle-extras: card ood explain

@@ -41,18 +41,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import config  # noqa: E402
 from core.bundle import CARD_FILE, load_bundle  # noqa: E402
-from core.data import load_ham10000, load_images, load_or_create_split, subset  # noqa: E402
+from core.data import load_ham10000, prepare, subset  # noqa: E402
 from core.evaluate import (  # noqa: E402
     balanced_accuracy, binary_scores, bootstrap_auc, bootstrap_ci, class_indices, datasets_for, extract,
     head_logits, sensitivity_at_specificity,
 )
 from core.performance_figures import comparison_table  # noqa: E402
-from core.train import limit_rows  # noqa: E402
 
 log = logging.getLogger("compare_models")
 
 PAPERCNN_ARGS = ["--backbone", "papercnn", "--epochs", "30", "--patience", "5", "--lr", "1e-3", "--batch-size", "32"]
-LITE0_ARGS = ["--backbone", "lite0", "--freeze-stages", "3", "--epochs", "12", "--optimizer", "adamw", "--lr", "3e-4",
+LITE0_ARGS = ["--backbone", "lite0", "--freeze-stages", "3", "--epochs", "10", "--optimizer", "adamw", "--lr", "3e-4",
               "--weight-decay", "0.01"]
 HEAVY_ARGS = ["--freeze-stages", "3", "--epochs", "12", "--optimizer", "adamw", "--lr", "3e-4", "--weight-decay", "0.01"]
 #: Forward-pass cost relative to EfficientNet-Lite0 at 150x200 (about 0.24 GFLOPs): for the estimates.
@@ -150,11 +149,7 @@ class Data:
         key = "guided" if guided else "original"
         if key not in self._cache:
             root = self.guided_dir() if guided else self.args.data
-            frame, _ = load_ham10000(root)
-            frame["split"] = load_or_create_split(frame, self.args.split_file, self.args.seed).to_numpy()
-            if self.args.limit:
-                frame, _ = limit_rows(frame, [None] * len(frame), self.args.limit, self.args.seed)
-            frame, images = load_images(frame)
+            frame, images, _ = prepare(root, self.args.split_file, self.args.seed, self.args.limit)
             self._cache[key] = (frame, images)
         return self._cache[key]
 
@@ -299,8 +294,10 @@ def fold_splits(frame: pd.DataFrame, folds: int, seed: int, out_dir: Path) -> li
 
 
 def run_cv(args: argparse.Namespace, row: Row, entry: dict[str, Any], data: Data, results: dict[str, Any]) -> None:
-    frame, _ = data.get(False)
-    paths = fold_splits(frame, args.folds, args.seed, args.work_dir / "cv-splits")
+    # Folds over every image in the metadata (core.train requires each image to have a split),
+    # even when --limit means only a sample is decoded here.
+    everything, _ = load_ham10000(args.data)
+    paths = fold_splits(everything, args.folds, args.seed, args.work_dir / "cv-splits")
     data_dir = data.guided_dir() if row.guided else args.data
     cv = entry.setdefault("cv", {"status": "running", "per_fold": {}})
     for k, split_file in enumerate(paths):

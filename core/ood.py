@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split-file", type=Path, default=SPLITS_DIR / "ham10000.csv")
     parser.add_argument("--components", type=int, default=10)
     parser.add_argument("--quantile", type=float, default=0.99, help="share of validation images that must pass")
+    parser.add_argument("--limit", type=int, default=0, help="at most this many images per split (a quick check)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
@@ -137,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     frame, images, _ = prepare(args.data, args.split_file, card["training"]["seed"])
     feats = {}
     for split in ("train", "val"):
-        part, part_images = subset(frame, images, frame["split"] == split)
+        mask = (frame["split"] == split).to_numpy()
+        if args.limit and mask.sum() > args.limit:
+            keep = np.random.default_rng(card["training"]["seed"]).choice(np.flatnonzero(mask), args.limit, replace=False)
+            mask = np.isin(np.arange(len(frame)), keep)
+        part, part_images = subset(frame, images, mask)
         feats[split] = _split_features(model, datasets_for(card, part, part_images)[0])
         log.info("%s: %d images", split, len(part))
     ood = OODModel.fit(feats["train"], args.components)

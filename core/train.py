@@ -345,7 +345,7 @@ def finalise(model: nn.Module, card: dict[str, Any], frame: pd.DataFrame, images
         }
     test_f, test_i = subset(frame, images, frame["split"] == "test")
     known, unknown = datasets_for(card, test_f, test_i)
-    metrics = evaluate_model(model, card, known, unknown, test_f["group_id"].to_numpy(), args.bootstrap)
+    metrics = evaluate_model(model, card, known, unknown, test_f["group_id"].to_numpy(), args.bootstrap, frame=test_f)
     metrics["split"] = "test"
     card["metrics"] = metrics
     log.info("Test metrics:\n%s", "\n".join(summary_lines(metrics)))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,10 @@ BENCH = Path(__file__).resolve().parent.parent / "bench" / "compare_models.py"
 def bench():
     spec = importlib.util.spec_from_file_location("compare_models", BENCH)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
-    return module
+    yield module
+    sys.modules.pop(spec.name, None)
 
 
 def test_weight_guidance_keeps_hot_pixels_and_dims_cold_ones() -> None:

@@ -111,6 +111,20 @@ def test_upload_fill_form_and_see_everything(page, lesion_jpeg, tmp_path):
     assert audit.count(tmp_path / "audit.sqlite3") == 1
 
 
+def test_model_is_loaded_once_per_process_not_per_rerun(default_bundle, tmp_path, monkeypatch, lesion_jpeg):
+    from core.inference import Predictor
+
+    loads = []
+    original = Predictor.load.__func__
+    monkeypatch.setattr(Predictor, "load", classmethod(lambda cls, path: loads.append(path) or original(cls, path)))
+    monkeypatch.setenv("DERMO_MODEL_DIR", str(default_bundle))
+    monkeypatch.setenv(audit.AUDIT_ENV, str(tmp_path / "audit.sqlite3"))
+    at = insist(upload(_fresh_page(), ("lesion.jpg", lesion_jpeg)))
+    at.slider(key="diagnose_opacity").set_value(0.7).run()
+    at.run()
+    assert not at.exception and len(loads) == 1
+
+
 def test_several_images_give_a_table_and_csv(page, lesion_jpeg):
     second = image_bytes(Image.fromarray(lesion_like(np.random.default_rng(3), (300, 400))), "JPEG", quality=95)
     at = insist(upload(page, ("a.jpg", lesion_jpeg), ("b.jpg", second)))

@@ -11,6 +11,7 @@ import streamlit as st
 from core import eda
 from core.config import IMAGENET_MEAN, IMAGENET_STD
 from core.data import read_rgb
+from core.dataset_stats import COLOUR_MAX_SIDE, MAX_COLOUR_IMAGES
 from core.errors import InputError
 from core.gallery import augmentation_preview, paper_gallery
 from ui.explorer import Source, image_colour, unreadable_images
@@ -84,7 +85,8 @@ def _colour_chart(source: Source, frame, filters: eda.Filters) -> None:
     counts = table.groupby("group")["images"].first()
     detail = ", ".join(f"{n:,} {g}" for g, n in counts.items())
     _chart(eda.fig_colour(table), f"{eda.CAPTIONS['colour']} Over {detail} images "
-           f"(all images up to 20,000, else a seeded sample; decoded at most 256 px).{note}")
+           f"(all images up to {MAX_COLOUR_IMAGES:,}, else a seeded sample; decoded at most {COLOUR_MAX_SIDE} px)."
+           f"{note}")
 
 
 def _lesion_chart(source: Source, frame) -> None:
