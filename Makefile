@@ -59,3 +59,9 @@ ood: $(STAMP)
 # Everything the pages read from the bundles, after (re)training: run in this order, since each
 # step rewrites part of the model card.
 bundle-extras: card ood explain
+
+# The part of the comparison that fits one CPU session (about 30 minutes): the two committed
+# Lite0 bundles evaluated, and the first paper's CNN trained for 5 epochs; no heatmap-guided rows
+# and no cross-validation (see `make compare` for the whole study, several CPU-hours).
+compare-budget: $(STAMP)
+	$(PY) bench/compare_models.py --threads $(THREADS) --rows lite0-image lite0-fusion papercnn-fusion --cv-models --epochs 5
