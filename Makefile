@@ -60,8 +60,8 @@ ood: $(STAMP)
 # step rewrites part of the model card.
 bundle-extras: card ood explain
 
-# The part of the comparison that fits one CPU session (about 30 minutes): the two committed
-# Lite0 bundles evaluated, and the first paper's CNN trained for 5 epochs; no heatmap-guided rows
-# and no cross-validation (see `make compare` for the whole study, several CPU-hours).
+# The part of the comparison that fitted this CPU session: the two committed Lite0 bundles
+# evaluated; the paper-CNN and heatmap-guided rows and the cross-validation need several
+# CPU-hours (`make compare`, resumable).
 compare-budget: $(STAMP)
-	$(PY) bench/compare_models.py --threads $(THREADS) --rows lite0-image lite0-fusion papercnn-fusion --cv-models --epochs 5
+	$(PY) bench/compare_models.py --threads $(THREADS) --rows lite0-image lite0-fusion --cv-models

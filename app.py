@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.errors import InputError
-from ui.loaders import get_card, model_dir
+from ui.loaders import card_or_stop
 
 st.set_page_config(page_title="Dermoscopy decision support", page_icon="🔬", layout="wide")
 st.title("Dermoscopy decision support")
@@ -20,11 +19,7 @@ st.warning(
     "patients from Austria and Australia, 200x150 images. Performance on other populations and cameras is unknown."
 )
 
-try:
-    card = get_card()
-except InputError as exc:
-    st.error(f"The default model could not be read from {model_dir()}: {exc}")
-    st.stop()
+card = card_or_stop()
 
 st.subheader(f"Model: {card['name']} (version {card.get('version', '?')})")
 metrics = card.get("metrics", {}).get("with_metadata")

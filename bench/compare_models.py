@@ -427,6 +427,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log.info("%s: %s", row.id, entry["metrics"])
         if row.id in args.cv_models:
             run_cv(args, row, entry, data, results)
+    for row in ROWS:  # rows left out of this run still appear, saying why they have no figures
+        entry = row_entry(results, row)
+        if row not in wanted and entry.get("status") == "pending":
+            reason = heavy_reason(row, args) if row.heavy else None
+            entry.update({"status": "not trained", "note": reason or (
+                "Not run yet: a training run of several CPU-hours on 2 cores; `make compare` runs it (resumable).")})
     not_cv = [e["label"] for e in results["rows"] if e.get("status") == "done" and "cv" not in e]
     results["notes"] = [
         "Reported accuracies in the papers (96%, 94.5%) come from evaluations where images of one lesion can "

@@ -16,7 +16,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from core.bundle import load_bundle
 from core.errors import InputError

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
+from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
@@ -155,7 +156,7 @@ def setup_distributed() -> tuple[int, int, torch.device]:
 @torch.no_grad()
 def validate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device: torch.device) -> tuple[float, float, float]:
     model.eval()
-    total, correct, loss_sum = 0, 0, 0.0
+    total, loss_sum = 0, 0.0
     preds, labels = [], []
     for image, meta, label in loader:
         image, meta, label = image.to(device), meta.to(device), label.to(device)
@@ -165,8 +166,7 @@ def validate(model: nn.Module, loader: DataLoader, criterion: nn.Module, device:
         preds.append(logits.argmax(1).cpu())
         labels.append(label.cpu())
     p, y = torch.cat(preds).numpy(), torch.cat(labels).numpy()
-    recalls = [np.mean(p[y == c] == c) for c in np.unique(y)]
-    return loss_sum / total, float((p == y).mean()), float(np.mean(recalls))
+    return loss_sum / total, float((p == y).mean()), float(balanced_accuracy_score(y, p))
 
 
 def build_card(args: argparse.Namespace, encoder: MetadataEncoder, size: tuple[int, int], frame: pd.DataFrame,

@@ -3,19 +3,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.errors import InputError
 from ui import diagnose as ui
-from ui.loaders import get_predictor, model_dir
+from ui.loaders import predictor_or_stop
 
 st.set_page_config(page_title="Diagnose - dermoscopy decision support", page_icon="🔬", layout="wide")
 st.title("Diagnose")
 st.caption("Decision support for clinicians trained in dermoscopy: an estimate, never a diagnosis.")
 
-try:
-    predictor = get_predictor()
-except InputError as exc:
-    st.error(f"The model could not be loaded from {model_dir()}: {exc}")
-    st.stop()
+predictor = predictor_or_stop()
 
 files = ui.uploads(predictor)
 metadata = ui.metadata_form(predictor, files)

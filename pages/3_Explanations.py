@@ -17,18 +17,14 @@ from core.metadata import UNKNOWN
 from ui.explain import (
     data_dir, dataset_present, explanations_mtime, get_explanations, image_features, picker_index,
 )
-from ui.loaders import get_predictor, model_dir
+from ui.loaders import model_dir, predictor_or_stop
 
 log = logging.getLogger(__name__)
 st.set_page_config(page_title="Explanations - dermoscopy decision support", page_icon="🔬", layout="wide")
 st.title("Explanations")
 st.caption("Which inputs move the model's estimate: across the validation split, and for one image.")
 
-try:
-    predictor = get_predictor()
-except InputError as exc:
-    st.error(f"The model could not be loaded from {model_dir()}: {exc}")
-    st.stop()
+predictor = predictor_or_stop()
 card = predictor.card
 classes = predictor.classes
 names = card.get("class_names", {})

@@ -7,17 +7,13 @@ import streamlit as st
 
 from core import performance_figures as pf
 from core.errors import InputError
-from ui.loaders import get_card, model_dir
+from ui.loaders import card_or_stop
 from ui.performance import comparison_path, get_comparison
 
 st.set_page_config(page_title="Model performance - dermoscopy decision support", page_icon="🔬", layout="wide")
 st.title("Model performance")
 
-try:
-    card = get_card()
-except InputError as exc:
-    st.error(f"The model card could not be read from {model_dir()}: {exc}")
-    st.stop()
+card = card_or_stop()
 
 classes = card["classes"]
 names = card.get("class_names", {})

@@ -156,7 +156,6 @@ def _png_declaring(width: int, height: int) -> bytes:
 
 
 def _bad_inputs(lesion: bytes) -> dict[str, tuple[str, bytes, str]]:
-    rgb = Image.open(io.BytesIO(lesion)).convert("RGB")
     return {
         "corrupt jpeg": ("corrupt.jpg", lesion[: len(lesion) // 3], "damaged or truncated"),
         "text as jpg": ("notes.jpg", b"Patient notes, not an image.\n" * 20, "not an image"),

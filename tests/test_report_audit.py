@@ -7,15 +7,13 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
-import pytest
 
 from core import audit
 from core.config import REPO_ROOT
 from core.inference import Prediction
-from core.report import DISCLAIMER, build_report, risk_statements
+from core.report import build_report, risk_statements
 
 CARD = {
     "name": "tiny-papercnn",
