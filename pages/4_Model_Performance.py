@@ -28,8 +28,9 @@ st.header(f"Model card: {card.get('name', '?')}, version {card.get('version', '?
 left, right = st.columns(2)
 with left:
     st.markdown(
-        "**Intended use.** " + card.get("intended_use", "Decision support for trained clinicians.") +
-        " It supports a clinician's judgement; it is not a screening tool and not a stand-alone diagnostic test."
+        "**Intended use.** "
+        + card.get("intended_use", "Decision support for trained clinicians; not a screening tool and not a "
+                                   "stand-alone diagnostic test.")
     )
     spec = card.get("model", {})
     size = card.get("input", {}).get("size", ["?", "?"])
