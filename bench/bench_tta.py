@@ -1,0 +1,76 @@
+"""What flip test-time augmentation would add to a bundle (not used by the app yet).
+
+    python bench/bench_tta.py [--bundle weights/fusion-lite0] [--split val|test]
+
+Averages the model over the image and its horizontal, vertical and double flips (logits, softmax
+probabilities, or pooled image features) and prints balanced accuracy, melanoma AUROC and
+malignant AUROC next to the plain model's, on the shared lesion-grouped split.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core import config  # noqa: E402
+from core.bundle import load_bundle  # noqa: E402
+from core.data import prepare, subset  # noqa: E402
+from core.evaluate import binary_scores, class_indices, datasets_for  # noqa: E402
+
+VIEWS = {
+    "identity": lambda x: x,
+    "hflip": lambda x: x.flip(-1),
+    "vflip": lambda x: x.flip(-2),
+    "hvflip": lambda x: x.flip(-1).flip(-2),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, default=config.WEIGHTS_DIR / config.DEFAULT_MODEL)
+    parser.add_argument("--data", type=Path, default=config.DEFAULT_DATA_DIR / "ham10000")
+    parser.add_argument("--split", default="test", choices=["val", "test"])
+    args = parser.parse_args()
+    model, card = load_bundle(args.bundle)
+    frame, images, _ = prepare(args.data, config.SPLITS_DIR / "ham10000.csv", card["training"]["seed"])
+    frame, images = subset(frame, images, frame["split"] == args.split)
+    dataset, _ = datasets_for(card, frame, images)
+    feats: dict[str, list[torch.Tensor]] = {k: [] for k in VIEWS}
+    metas, labels = [], []
+    with torch.no_grad():
+        for x, meta, y in DataLoader(dataset, batch_size=64):
+            for name, view in VIEWS.items():
+                feats[name].append(model.forward_features(view(x)))
+            metas.append(meta)
+            labels.append(y)
+        features = {k: torch.cat(v) for k, v in feats.items()}
+        meta, y = torch.cat(metas), torch.cat(labels).numpy()
+
+        def logits(f: torch.Tensor) -> torch.Tensor:
+            embedding = model.forward_meta(meta, len(f)) if model.meta is not None else None
+            return model.forward_head(f, embedding) / card["temperature"]
+
+        variants = {
+            "none": logits(features["identity"]).softmax(1),
+            "logit average": torch.stack([logits(f) for f in features.values()]).mean(0).softmax(1),
+            "probability average": torch.stack([logits(f).softmax(1) for f in features.values()]).mean(0),
+            "feature average": logits(torch.stack(list(features.values())).mean(0)).softmax(1),
+        }
+    print(f"{card['name']}, lesion-grouped {args.split} split ({len(y)} images), flip TTA:")
+    for name, probs in variants.items():
+        p = probs.numpy()
+        mel = roc_auc_score(*binary_scores(p, y, class_indices(card, [card["melanoma"]])))
+        mal = roc_auc_score(*binary_scores(p, y, class_indices(card, card["malignant"])))
+        print(f"  {name:20s} balanced accuracy {balanced_accuracy_score(y, p.argmax(1)):.3f}  "
+              f"melanoma AUROC {mel:.3f}  malignant AUROC {mal:.3f}")
+
+
+if __name__ == "__main__":
+    main()
