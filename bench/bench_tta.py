@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core import config  # noqa: E402
 from core.bundle import load_bundle  # noqa: E402
 from core.data import prepare, subset  # noqa: E402
-from core.evaluate import binary_scores, class_indices, datasets_for  # noqa: E402
+from core.evaluate import binary_scores, class_indices, eval_dataset  # noqa: E402
 
 VIEWS = {
     "identity": lambda x: x,
@@ -41,7 +41,7 @@ def main() -> None:
     model, card = load_bundle(args.bundle)
     frame, images, _ = prepare(args.data, config.SPLITS_DIR / "ham10000.csv", card["training"]["seed"])
     frame, images = subset(frame, images, frame["split"] == args.split)
-    dataset, _ = datasets_for(card, frame, images)
+    dataset = eval_dataset(card, frame, images)
     feats: dict[str, list[torch.Tensor]] = {k: [] for k in VIEWS}
     metas, labels = [], []
     with torch.no_grad():

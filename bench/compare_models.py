@@ -43,7 +43,7 @@ from core import config  # noqa: E402
 from core.bundle import CARD_FILE, load_bundle  # noqa: E402
 from core.data import load_ham10000, prepare, subset  # noqa: E402
 from core.evaluate import (  # noqa: E402
-    balanced_accuracy, binary_scores, bootstrap_auc, bootstrap_ci, class_indices, datasets_for, extract,
+    balanced_accuracy, binary_scores, bootstrap_auc, bootstrap_ci, class_indices, eval_dataset, extract,
     head_logits, sensitivity_at_specificity,
 )
 from core.performance_figures import comparison_table  # noqa: E402
@@ -200,7 +200,7 @@ def test_outputs(bundle: Path, frame: pd.DataFrame, images: list[np.ndarray], sp
     """Calibrated test probabilities, labels and lesion ids of a bundle on one split."""
     model, card = load_bundle(bundle)
     part, part_images = subset(frame, images, frame["split"] == split)
-    known, _ = datasets_for(card, part, part_images)
+    known = eval_dataset(card, part, part_images)
     feats, meta, labels = extract(model, known)
     logits = head_logits(model, feats, meta if model.meta is not None else None)
     probs = torch.softmax(logits / card["temperature"], 1).numpy()

@@ -383,15 +383,15 @@ def performance_aggregates(
 def evaluate_model(
     model: FusionNet,
     card: dict[str, Any],
-    dataset_known: LesionDataset,
-    dataset_unknown: LesionDataset | None,
-    groups: np.ndarray,
+    dataset: LesionDataset,
+    frame: pd.DataFrame,
     n_boot: int = 1000,
-    frame: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """Test metrics with metadata, with metadata withheld, calibration before/after T, and the
-    page's aggregates (subgroups only when the test `frame`, row-aligned with the dataset, is given)."""
-    feats, meta, labels = extract(model, dataset_known)
+    """Test metrics with metadata, with all metadata withheld (the head re-run on the same cached
+    image features), calibration before/after T, and the page's aggregates. `frame` is row-aligned
+    with `dataset`: its lesion ids drive the bootstrap, its columns the subgroups."""
+    groups = frame["group_id"].to_numpy()
+    feats, meta, labels = extract(model, dataset)
     temperature = card["temperature"]
     logits = head_logits(model, feats, meta if model.meta is not None else None)
     probs = torch.softmax(logits / temperature, 1).numpy()
@@ -404,8 +404,8 @@ def evaluate_model(
         },
         "aggregates": performance_aggregates(logits, labels, groups, card, frame, n_boot),
     }
-    if model.meta is not None and dataset_unknown is not None:
-        unknown = torch.as_tensor(np.repeat(dataset_unknown.encoder.unknown()[None], len(labels), 0))
+    if model.meta is not None:
+        unknown = torch.as_tensor(np.repeat(dataset.encoder.unknown()[None], len(labels), 0))
         probs_u = torch.softmax(head_logits(model, feats, unknown) / temperature, 1).numpy()
         result["metadata_withheld"] = compute_metrics(probs_u, labels, groups, card, n_boot)
     return result
@@ -438,15 +438,11 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
-def datasets_for(card: dict[str, Any], frame: pd.DataFrame, images: list[np.ndarray]) -> tuple[LesionDataset, LesionDataset]:
-    """Eval datasets built from the card's preprocessing: metadata given, and all withheld."""
+def eval_dataset(card: dict[str, Any], frame: pd.DataFrame, images: list[np.ndarray]) -> LesionDataset:
+    """The evaluation dataset, preprocessed exactly as the card says (metadata as recorded)."""
     encoder = MetadataEncoder.from_dict(card["metadata"])
     spec = card["input"]
-    transform = eval_transform(spec["size"], spec["mean"], spec["std"])
-    return (
-        LesionDataset(frame, images, encoder, transform),
-        LesionDataset(frame, images, encoder, transform, meta_dropout=1.0),
-    )
+    return LesionDataset(frame, images, encoder, eval_transform(spec["size"], spec["mean"], spec["std"]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -464,8 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     model, card = load_bundle(args.bundle)
     frame, images, _ = prepare(args.data, args.split_file, card["training"]["seed"])
     frame, images = subset(frame, images, frame["split"] == args.split)
-    known, unknown = datasets_for(card, frame, images)
-    metrics = evaluate_model(model, card, known, unknown, frame["group_id"].to_numpy(), args.bootstrap, frame=frame)
+    metrics = evaluate_model(model, card, eval_dataset(card, frame, images), frame, args.bootstrap)
     metrics["split"] = args.split
     print(f"{card['name']} on the lesion-grouped {args.split} split:")
     print("\n".join(summary_lines(metrics)))

@@ -30,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 from core.bundle import load_bundle, read_card
 from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SPLITS_DIR, WEIGHTS_DIR
 from core.errors import InputError
-from core.evaluate import balanced_accuracy, datasets_for, extract, head_logits
+from core.evaluate import balanced_accuracy, eval_dataset, extract, head_logits
 from core.metadata import UNKNOWN, MetadataEncoder
 from core.models import FusionNet
 
@@ -437,7 +437,7 @@ def compute_global(
     n_repeats: int = 5, shap_rows: int = 500, seed: int = 0, progress: Progress | None = None, use_shap: bool = True,
 ) -> dict[str, Any]:
     """Permutation importance and metadata SHAP on one split (usually validation)."""
-    known, _ = datasets_for(card, frame, images)
+    known = eval_dataset(card, frame, images)
     feats, meta, labels = extract(model, known)
     feats_np, meta_np = feats.numpy(), meta.numpy()
     encoder = MetadataEncoder.from_dict(card["metadata"])

@@ -122,7 +122,7 @@ def _split_features(model: torch.nn.Module, dataset: Any, batch_size: int = 64) 
 
 def main(argv: list[str] | None = None) -> int:
     from core.data import prepare, subset
-    from core.evaluate import datasets_for
+    from core.evaluate import eval_dataset
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=WEIGHTS_DIR / DEFAULT_MODEL)
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             keep = np.random.default_rng(card["training"]["seed"]).choice(np.flatnonzero(mask), args.limit, replace=False)
             mask = np.isin(np.arange(len(frame)), keep)
         part, part_images = subset(frame, images, mask)
-        feats[split] = _split_features(model, datasets_for(card, part, part_images)[0])
+        feats[split] = _split_features(model, eval_dataset(card, part, part_images))
         log.info("%s: %d images", split, len(part))
     ood = OODModel.fit(feats["train"], args.components)
     ood.calibrate(feats["val"], args.quantile)

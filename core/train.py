@@ -39,7 +39,7 @@ from core.errors import InputError
 from core.evaluate import (
     binary_scores,
     class_indices,
-    datasets_for,
+    eval_dataset,
     evaluate_model,
     extract,
     fit_temperature,
@@ -331,8 +331,7 @@ def finalise(model: nn.Module, card: dict[str, Any], frame: pd.DataFrame, images
     """Temperature and referral thresholds from validation, then test metrics."""
     model.cpu()
     val_f, val_i = subset(frame, images, frame["split"] == "val")
-    known, _ = datasets_for(card, val_f, val_i)
-    feats, meta, labels = extract(model, known)
+    feats, meta, labels = extract(model, eval_dataset(card, val_f, val_i))
     logits = head_logits(model, feats, meta if model.meta is not None else None)
     card["temperature"] = fit_temperature(logits, labels)
     probs = torch.softmax(logits / card["temperature"], 1).numpy()
@@ -344,8 +343,7 @@ def finalise(model: nn.Module, card: dict[str, Any], frame: pd.DataFrame, images
             "how": f"highest threshold reaching {args.target_sensitivity:.0%} sensitivity on the validation split",
         }
     test_f, test_i = subset(frame, images, frame["split"] == "test")
-    known, unknown = datasets_for(card, test_f, test_i)
-    metrics = evaluate_model(model, card, known, unknown, test_f["group_id"].to_numpy(), args.bootstrap, frame=test_f)
+    metrics = evaluate_model(model, card, eval_dataset(card, test_f, test_i), test_f, args.bootstrap)
     metrics["split"] = "test"
     card["metrics"] = metrics
     log.info("Test metrics:\n%s", "\n".join(summary_lines(metrics)))

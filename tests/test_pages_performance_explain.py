@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import config
 from core.bundle import load_bundle, write_card
-from core.evaluate import datasets_for, evaluate_model
+from core.evaluate import eval_dataset, evaluate_model
 from core.explain import EXPLANATIONS_FILE, compute_global
 
 PAGES = Path(__file__).resolve().parent.parent / "pages"
@@ -47,8 +47,7 @@ def full_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     shutil.copytree(tiny_bundle, out)
     model, card = load_bundle(out)
     frame, images = synthetic_split()
-    known, unknown = datasets_for(card, frame, images)
-    card["metrics"] = evaluate_model(model, card, known, unknown, frame["group_id"].to_numpy(), n_boot=20, frame=frame)
+    card["metrics"] = evaluate_model(model, card, eval_dataset(card, frame, images), frame, n_boot=20)
     card["history"] = [{"epoch": e, "train_loss": 2.0 - e / 10, "val_loss": 2.1 - e / 12, "train_accuracy": 0.3 + e / 20,
                         "val_accuracy": 0.3 + e / 25, "val_balanced_accuracy": 0.2 + e / 30} for e in (1, 2, 3)]
     card["referral_thresholds"]["malignant"]["how"] = "highest threshold reaching 90% sensitivity on validation"
