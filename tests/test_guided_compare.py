@@ -89,3 +89,19 @@ def test_promise_rule_and_table(bench) -> None:
     table = comparison_table(json.loads(json.dumps(results)))
     assert list(table["model"]) == ["plain", "heat", "resnet"]
     assert table.loc[2, "status"] == "not trained" and table.loc[0, "training time"] == "10.0 min"
+
+
+def test_cross_validation_note_prices_the_rows_not_cross_validated(bench) -> None:
+    results = {"rows": [
+        {"id": "a", "label": "A", "status": "done", "train_seconds": 3600, "metrics": {
+            "accuracy": 0.7, "balanced_accuracy": 0.6, "melanoma_auroc": 0.8, "malignant_sens_at_80_spec": 0.5}},
+        {"id": "b", "label": "B", "status": "done", "train_seconds": 1800,
+         "cv": {"status": "done", "per_fold": {"0": {}}, "folds": 5}},
+        {"id": "c", "label": "C", "status": "not trained"},
+    ]}
+    note = bench.cross_validation_note(results, 5)
+    assert note.startswith("5-fold cross-validation ran for: B.") and "budget of one session): A." in note
+    assert results["rows"][0]["cv"]["note"] == "not run: 5 more trainings, about 5.0 h on this CPU"
+    assert comparison_table({"rows": results["rows"][:1]}).loc[0, "5-fold CV balanced accuracy"] == \
+        results["rows"][0]["cv"]["note"]
+    assert "cv" not in results["rows"][2]
