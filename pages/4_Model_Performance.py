@@ -170,5 +170,10 @@ if comparison is None:
 else:
     st.caption(comparison.get("description", ""))
     st.dataframe(pf.comparison_table(comparison), hide_index=True, key="perf_comparison")
+    figure = pf.comparison_figure(comparison)
+    if figure is not None:
+        st.plotly_chart(figure, key="perf_comparison_chart")
+        st.caption("Points: test-split estimates; bars: lesion-bootstrap 95% intervals. Where the bars "
+                   "overlap, this test split cannot tell the models apart.")
     for note in comparison.get("notes", []):
         st.markdown(f"- {note}")

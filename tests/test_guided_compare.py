@@ -12,7 +12,7 @@ import pytest
 
 from core.errors import InputError
 from core.guided import guide_image, write_guided_dataset
-from core.performance_figures import comparison_table
+from core.performance_figures import comparison_figure, comparison_table
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "compare_models.py"
 
@@ -89,6 +89,11 @@ def test_promise_rule_and_table(bench) -> None:
     table = comparison_table(json.loads(json.dumps(results)))
     assert list(table["model"]) == ["plain", "heat", "resnet"]
     assert table.loc[2, "status"] == "not trained" and table.loc[0, "training time"] == "10.0 min"
+    figure = comparison_figure(results)
+    assert len(figure.data) == 3 and list(figure.data[1].y) == ["plain", "heat"]
+    assert list(figure.data[1].x) == [0.8, 0.81]
+    assert np.allclose(figure.data[2].error_x.array, [0.1, 0.1]) and np.allclose(figure.data[2].error_x.arrayminus, [0.1, 0.1])
+    assert comparison_figure({"rows": results["rows"][2:]}) is None
 
 
 def test_cross_validation_note_prices_the_rows_not_cross_validated(bench) -> None:

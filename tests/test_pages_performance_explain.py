@@ -84,7 +84,7 @@ def test_performance_page_from_stored_aggregates(full_bundle: Path, env, tmp_pat
     (tmp_path / "comparison.json").write_text(json.dumps({"description": "test", "rows": [
         {"label": "papercnn", "status": "skipped", "note": "not run in this test"}]}))
     at = run(PERF)
-    # confusion, history, 2x ROC/PR, operating point, reliability, subgroups
+    # confusion, history, 2x ROC/PR, operating point, reliability, subgroups; no evaluated comparison row
     assert charts(at) == 7
     assert not at.error
     assert len(at.dataframe) >= 3  # per class, subgroups, comparison
