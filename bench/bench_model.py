@@ -66,7 +66,7 @@ def main() -> None:
     rows = {}
     for name in ("fusion-lite0", "image-lite0"):
         metrics = evaluate(config.WEIGHTS_DIR / name, args.data, args.bootstrap)
-        rows[name] = headline(metrics["with_metadata"])
+        rows[name] = headline(metrics["all_inputs"])
         if "metadata_withheld" in metrics:
             rows[f"{name} (metadata withheld)"] = headline(metrics["metadata_withheld"])
 

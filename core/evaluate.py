@@ -387,8 +387,8 @@ def evaluate_model(
     frame: pd.DataFrame,
     n_boot: int = 1000,
 ) -> dict[str, Any]:
-    """Test metrics with metadata, with all metadata withheld (the head re-run on the same cached
-    image features), calibration before/after T, and the page's aggregates. `frame` is row-aligned
+    """Test metrics on all the model's inputs (the image, plus the metadata for a fusion model), with
+    all metadata withheld (fusion only: the head re-run on the same cached image features), calibration before/after T, and the page's aggregates. `frame` is row-aligned
     with `dataset`: its lesion ids drive the bootstrap, its columns the subgroups."""
     groups = frame["group_id"].to_numpy()
     feats, meta, labels = extract(model, dataset)
@@ -396,7 +396,7 @@ def evaluate_model(
     logits = head_logits(model, feats, meta if model.meta is not None else None)
     probs = torch.softmax(logits / temperature, 1).numpy()
     result = {
-        "with_metadata": compute_metrics(probs, labels, groups, card, n_boot),
+        "all_inputs": compute_metrics(probs, labels, groups, card, n_boot),
         "calibration": {
             "temperature": temperature,
             "ece_before": expected_calibration_error(torch.softmax(logits, 1).numpy(), labels),
@@ -414,7 +414,7 @@ def evaluate_model(
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
     """A short human-readable report."""
     lines = []
-    for view in ("with_metadata", "metadata_withheld"):
+    for view in ("all_inputs", "metadata_withheld"):
         if view not in metrics:
             continue
         m = metrics[view]

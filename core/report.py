@@ -68,7 +68,7 @@ def class_label(card: dict[str, Any], code: str) -> str:
 
 def metrics_lines(card: dict[str, Any]) -> list[str]:
     """The card's test metrics, one short line each (empty when the card has none)."""
-    m = card.get("metrics", {}).get("with_metadata")
+    m = card.get("metrics", {}).get("all_inputs")
     if not m:
         return []
     lines = [

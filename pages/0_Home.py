@@ -22,7 +22,7 @@ st.warning(
 card = card_or_stop()
 
 st.subheader(f"Model: {card['name']} (version {card.get('version', '?')})")
-metrics = card.get("metrics", {}).get("with_metadata")
+metrics = card.get("metrics", {}).get("all_inputs")
 if metrics:
     cols = st.columns(4)
     cols[0].metric("Balanced accuracy", f"{metrics['balanced_accuracy']:.3f}")

@@ -19,7 +19,7 @@ classes = card["classes"]
 names = card.get("class_names", {})
 data = card.get("data", {})
 metrics = card.get("metrics", {})
-test = metrics.get("with_metadata")
+test = metrics.get("all_inputs")
 agg = metrics.get("aggregates")
 thresholds = card.get("referral_thresholds", {})
 

@@ -22,7 +22,7 @@ CARD = {
     "referral_thresholds": {"malignant": {"threshold": 0.3}, "melanoma": {"threshold": 0.1}},
     "temperature": 1.5,
     "metrics": {
-        "with_metadata": {
+        "all_inputs": {
             "n_images": 1500, "n_lesions": 1100, "balanced_accuracy": 0.71, "macro_auroc": 0.93,
             "malignant": {"auroc": 0.9, "auroc_ci95": [0.88, 0.92], "sensitivity": 0.9, "specificity": 0.7, "threshold": 0.3},
             "melanoma": {"auroc": 0.85, "auroc_ci95": [0.8, 0.9], "sensitivity": 0.9, "specificity": 0.6, "threshold": 0.1},

@@ -25,7 +25,7 @@ def test_one_epoch_smoke_training_writes_a_working_bundle(tmp_path, ham_dir, rea
     card = read_card(tmp_path / "bundle")
     assert card["data"]["licence"] == "CC BY-NC 4.0" and "lesion-grouped" in card["data"]["split_method"]
     assert card["training"]["epochs_run"] == 1 and len(card["history"]) == 1
-    assert {"with_metadata", "metadata_withheld", "calibration"} <= set(card["metrics"])
+    assert {"all_inputs", "metadata_withheld", "calibration"} <= set(card["metrics"])
     assert 0.05 <= card["temperature"] <= 20
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert list(history.columns[:6]) == ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
