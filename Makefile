@@ -62,10 +62,11 @@ bundle-extras: card ood explain
 
 # The comparison without the cross-validation (what fits one 3-hour session on 2 cores): the
 # two paper-CNN rows train side by side on one thread each, then every row is evaluated in one
-# run on $(THREADS) threads (row 5 only if row 2 shows promise). Resumable.
+# run on $(THREADS) threads, so every row's inference time comes from the same run (row 5 is
+# trained only if row 2 shows promise). Resumable.
 compare-budget: $(STAMP)
 	mkdir -p runs
 	$(PY) bench/compare_models.py --threads 1 --train-only --rows papercnn-fusion > runs/compare-papercnn.log 2>&1 & \
 	$(PY) bench/compare_models.py --threads 1 --train-only --rows papercnn-heatmap-fusion > runs/compare-heatmap.log 2>&1; \
 	wait
-	$(PY) bench/compare_models.py --threads $(THREADS) --cv-models
+	$(PY) bench/compare_models.py --threads $(THREADS) --cv-models --re-evaluate

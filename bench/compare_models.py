@@ -98,6 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--force-lite0-heatmap", action="store_true", help="train row 5 even if row 2 shows no promise")
     p.add_argument("--with-heavy", action="store_true", help="train ResNet-50 / Inception-v3 if their weights are cached")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--re-evaluate", action="store_true",
+                   help="evaluate finished rows again (never retrains): every row's timing from this one run")
     p.add_argument("--train-only", action="store_true",
                    help="only train the rows' bundles (no evaluation, results file untouched): for running "
                         "trainings side by side at --threads 1, then evaluating them in one run on 2 threads")
@@ -362,6 +364,7 @@ def evaluate_row(args: argparse.Namespace, row: Row, entry: dict[str, Any], bund
         "status": "done", "bundle": str(bundle), "metrics": row_metrics(probs, labels, groups, card, args.bootstrap),
         "train_seconds": train_seconds(card),
         "infer_seconds_per_image": inference_seconds(model, dataset, args.threads, row.guided),
+        "infer_threads": args.threads,
         "input_size": card["input"]["size"], "backbone": card["model"]["backbone"],
         "uses_metadata": card["model"]["use_metadata"], "epochs_run": card.get("training", {}).get("epochs_run"),
     })
@@ -424,7 +427,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     wanted = [r for r in ROWS if not args.rows or r.id in args.rows]
     for row in wanted:
         entry = row_entry(results, row)
-        if entry.get("status") == "done" and (row.id not in args.cv_models or entry.get("cv", {}).get("status") == "done"):
+        if entry.get("status") == "done" and not args.re_evaluate and (row.id not in args.cv_models or entry.get("cv", {}).get("status") == "done"):
             log.info("%s: done already", row.id)
             continue
         if row.heavy:
@@ -440,7 +443,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 save_results(results, args.out)
                 continue
             entry["note"] = f"Trained because row 2 showed promise ({why})."
-        if entry.get("status") != "done":
+        if entry.get("status") != "done" or args.re_evaluate:
             if row.reuse:
                 bundle = args.weights_dir / row.reuse
                 if not (bundle / CARD_FILE).is_file():

@@ -178,8 +178,7 @@ def comparison_table(results: dict[str, Any]) -> pd.DataFrame:
             "malignant sensitivity at 80% specificity": interval_text(m["malignant_sens_at_80_spec"],
                                                                       m.get("malignant_sens_at_80_spec_ci95")),
             "training time": _duration(row.get("train_seconds")),
-            "inference per image (ms, 2 cores)": f"{1000 * row['infer_seconds_per_image']:.1f}"
-            if row.get("infer_seconds_per_image") is not None else "n/a",
+            "inference per image (ms)": _latency(row),
             "5-fold CV balanced accuracy": _cv_text(row.get("cv")),
             "note": row.get("note", ""),
         })
@@ -210,6 +209,13 @@ def comparison_figure(results: dict[str, Any]) -> go.Figure | None:
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(height=120 + 60 * len(done), margin={"l": 10, "r": 10, "t": 40, "b": 30})
     return fig
+
+
+def _latency(row: dict[str, Any]) -> str:
+    if row.get("infer_seconds_per_image") is None:
+        return "n/a"
+    threads = row.get("infer_threads")
+    return f"{1000 * row['infer_seconds_per_image']:.1f}" + (f" on {threads} threads" if threads else "")
 
 
 def _duration(seconds: float | None) -> str:

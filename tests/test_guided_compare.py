@@ -78,7 +78,8 @@ def test_promise_rule_and_table(bench) -> None:
         return {"status": "done", "metrics": {
             "accuracy": 0.7, "accuracy_ci95": [0.6, 0.8], "balanced_accuracy": bacc, "balanced_accuracy_ci95": [0, 1],
             "melanoma_auroc": auc, "melanoma_auroc_ci95": [0, 1], "malignant_sens_at_80_spec": 0.5,
-            "malignant_sens_at_80_spec_ci95": [0.4, 0.6]}, "train_seconds": 600, "infer_seconds_per_image": 0.01}
+            "malignant_sens_at_80_spec_ci95": [0.4, 0.6]}, "train_seconds": 600, "infer_seconds_per_image": 0.01,
+            "infer_threads": 2}
     results = {"rows": [{"id": "papercnn-fusion", "label": "plain", **done(0.5, 0.8)},
                         {"id": "papercnn-heatmap-fusion", "label": "heat", **done(0.4, 0.7)},
                         {"id": "resnet50-fusion", "label": "resnet", "status": "not trained", "note": "budget"}]}
@@ -89,6 +90,7 @@ def test_promise_rule_and_table(bench) -> None:
     table = comparison_table(json.loads(json.dumps(results)))
     assert list(table["model"]) == ["plain", "heat", "resnet"]
     assert table.loc[2, "status"] == "not trained" and table.loc[0, "training time"] == "10.0 min"
+    assert table.loc[0, "inference per image (ms)"] == "10.0 on 2 threads"
     figure = comparison_figure(results)
     assert len(figure.data) == 3 and list(figure.data[1].y) == ["plain", "heat"]
     assert list(figure.data[1].x) == [0.8, 0.81]
