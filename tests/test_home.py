@@ -1,4 +1,4 @@
-"""The entry point: the page menu and the home page with the committed default bundle."""
+"""The home page (app.py, the classic multipage entry point) with the committed default bundle."""
 from __future__ import annotations
 
 from pathlib import Path
