@@ -186,7 +186,7 @@ def comparison_table(results: dict[str, Any]) -> pd.DataFrame:
 
 
 COMPARISON_METRICS = {"balanced_accuracy": "balanced accuracy", "melanoma_auroc": "melanoma AUROC",
-                      "malignant_sens_at_80_spec": "malignant sensitivity at 80% specificity"}
+                      "malignant_sens_at_80_spec": "malignant sens. at 80% spec."}
 
 
 def comparison_figure(results: dict[str, Any]) -> go.Figure | None:
@@ -195,17 +195,18 @@ def comparison_figure(results: dict[str, Any]) -> go.Figure | None:
     done = [r for r in results.get("rows", []) if r.get("status") == "done"]
     if not done:
         return None
-    fig = make_subplots(rows=1, cols=len(COMPARISON_METRICS), shared_yaxes=True,
+    fig = make_subplots(rows=1, cols=len(COMPARISON_METRICS), shared_yaxes=True, horizontal_spacing=0.04,
                         subplot_titles=list(COMPARISON_METRICS.values()))
-    labels = [r["label"] for r in done]
+    ids = [r.get("id", r["label"]) for r in done]  # short names on the axis, the full label on hover
     for col, key in enumerate(COMPARISON_METRICS, start=1):
         values = np.array([r["metrics"][key] for r in done], dtype=float)
         ci = [r["metrics"].get(f"{key}_ci95") or (np.nan, np.nan) for r in done]
         lo, hi = (np.array([c[i] if c[i] is not None else np.nan for c in ci], dtype=float) for i in (0, 1))
-        fig.add_trace(go.Scatter(x=values, y=labels, mode="markers", marker={"size": 10}, showlegend=False,
+        fig.add_trace(go.Scatter(x=values, y=ids, mode="markers", marker={"size": 10, "color": "#1f4e79"},
+                                 showlegend=False, customdata=[r["label"] for r in done],
                                  error_x={"type": "data", "symmetric": False, "array": hi - values,
-                                          "arrayminus": values - lo},
-                                 hovertemplate="%{y}<br>%{x:.3f}<extra></extra>"), row=1, col=col)
+                                          "arrayminus": values - lo, "color": "#1f4e79"},
+                                 hovertemplate="%{customdata}<br>%{x:.3f}<extra></extra>"), row=1, col=col)
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(height=120 + 60 * len(done), margin={"l": 10, "r": 10, "t": 40, "b": 30})
     return fig

@@ -153,7 +153,7 @@ if subgroups:
                           format_func=lambda m: pf.SUBGROUP_COLUMNS[m], key="perf_subgroup_metric")
     st.plotly_chart(pf.subgroup_figure(subgroups, variable, metric), key="perf_subgroup_chart")
     st.dataframe(pf.subgroup_table(subgroups, variable), hide_index=True, key="perf_subgroup_table")
-    st.caption("Small groups give unstable numbers: read each with its count. NaN: not defined "
+    st.caption("Small groups give unstable numbers: read each with its count. An empty cell (None): not defined "
                "(e.g. AUROC in a group without a malignant lesion).")
 else:
     st.info("No subgroup table in this card (it needs the test frame: run `make card`).")

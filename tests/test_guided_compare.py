@@ -92,7 +92,8 @@ def test_promise_rule_and_table(bench) -> None:
     assert table.loc[2, "status"] == "not trained" and table.loc[0, "training time"] == "10.0 min"
     assert table.loc[0, "inference per image (ms)"] == "10.0 on 2 threads"
     figure = comparison_figure(results)
-    assert len(figure.data) == 3 and list(figure.data[1].y) == ["plain", "heat"]
+    assert len(figure.data) == 3 and list(figure.data[1].y) == ["papercnn-fusion", "papercnn-heatmap-fusion"]
+    assert list(figure.data[1].customdata) == ["plain", "heat"]
     assert list(figure.data[1].x) == [0.8, 0.81]
     assert np.allclose(figure.data[2].error_x.array, [0.1, 0.1]) and np.allclose(figure.data[2].error_x.arrayminus, [0.1, 0.1])
     assert comparison_figure({"rows": results["rows"][2:]}) is None
