@@ -419,7 +419,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results.update({
         "description": "Same lesion-grouped split for every row (test split: lesions never seen in training). "
                        "95% intervals: lesion bootstrap. Inference: median single-image latency on "
-                       f"{args.threads} CPU cores. Training time: sum of epoch times in the bundle's history.",
+                       f"{args.threads} CPU threads (heatmap-guided rows include the guide network's Grad-CAM). "
+                       "Training time: sum of epoch times in the bundle's history (threads and machine load "
+                       "differ between rows: see the note).",
         "split_file": args.split_file.name,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     })
