@@ -367,6 +367,7 @@ def evaluate_row(args: argparse.Namespace, row: Row, entry: dict[str, Any], bund
         "infer_threads": args.threads,
         "input_size": card["input"]["size"], "backbone": card["model"]["backbone"],
         "uses_metadata": card["model"]["use_metadata"], "epochs_run": card.get("training", {}).get("epochs_run"),
+        "train_threads": card.get("training", {}).get("threads"),
     })
 
 
@@ -420,8 +421,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "description": "Same lesion-grouped split for every row (test split: lesions never seen in training). "
                        "95% intervals: lesion bootstrap. Inference: median single-image latency on "
                        f"{args.threads} CPU threads (heatmap-guided rows include the guide network's Grad-CAM). "
-                       "Training time: sum of epoch times in the bundle's history (threads and machine load "
-                       "differ between rows: see the note).",
+                       "Training time: sum of epoch times in the bundle's history, with its epochs and torch "
+                       "threads (rows trained on 1 thread ran two at a time on the 2 cores).",
         "split_file": args.split_file.name,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     })

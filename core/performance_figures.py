@@ -177,7 +177,7 @@ def comparison_table(results: dict[str, Any]) -> pd.DataFrame:
             "melanoma AUROC": interval_text(m["melanoma_auroc"], m.get("melanoma_auroc_ci95")),
             "malignant sensitivity at 80% specificity": interval_text(m["malignant_sens_at_80_spec"],
                                                                       m.get("malignant_sens_at_80_spec_ci95")),
-            "training time": _duration(row.get("train_seconds")),
+            "training time": _training_text(row),
             "inference per image (ms)": _latency(row),
             "5-fold CV balanced accuracy": _cv_text(row.get("cv")),
             "note": row.get("note", ""),
@@ -217,6 +217,14 @@ def _latency(row: dict[str, Any]) -> str:
         return "n/a"
     threads = row.get("infer_threads")
     return f"{1000 * row['infer_seconds_per_image']:.1f}" + (f" on {threads} threads" if threads else "")
+
+
+def _training_text(row: dict[str, Any]) -> str:
+    """'60.0 min (15 epochs, 1 thread)', with whatever of the epochs and threads the row records."""
+    extra = [f"{row['epochs_run']} epochs"] if row.get("epochs_run") else []
+    threads = row.get("train_threads")
+    extra += [f"{threads} thread{'s' if threads != 1 else ''}"] if threads else []
+    return _duration(row.get("train_seconds")) + (f" ({', '.join(extra)})" if extra else "")
 
 
 def _duration(seconds: float | None) -> str:

@@ -91,6 +91,8 @@ def test_promise_rule_and_table(bench) -> None:
     assert list(table["model"]) == ["plain", "heat", "resnet"]
     assert table.loc[2, "status"] == "not trained" and table.loc[0, "training time"] == "10.0 min"
     assert table.loc[0, "inference per image (ms)"] == "10.0 on 2 threads"
+    results["rows"][0].update(epochs_run=15, train_threads=1)
+    assert comparison_table(results).loc[0, "training time"] == "10.0 min (15 epochs, 1 thread)"
     figure = comparison_figure(results)
     assert len(figure.data) == 3 and list(figure.data[1].y) == ["papercnn-fusion", "papercnn-heatmap-fusion"]
     assert list(figure.data[1].customdata) == ["plain", "heat"]
