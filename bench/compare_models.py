@@ -430,6 +430,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     wanted = [r for r in ROWS if not args.rows or r.id in args.rows]
     for row in wanted:
         entry = row_entry(results, row)
+        reason_trained = ""
         if entry.get("status") == "done" and not args.re_evaluate and (row.id not in args.cv_models or entry.get("cv", {}).get("status") == "done"):
             log.info("%s: done already", row.id)
             continue
@@ -445,7 +446,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 entry.update({"status": "skipped", "note": f"Not trained: row 2 showed no promise ({why})."})
                 save_results(results, args.out)
                 continue
-            entry["note"] = f"Trained because row 2 showed promise ({why})."
+            reason_trained = f"Trained because row 2 showed promise ({why})."
         if entry.get("status") != "done" or args.re_evaluate:
             if row.reuse:
                 bundle = args.weights_dir / row.reuse
@@ -455,6 +456,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     continue
                 entry["note"] = f"The committed bundle weights/{row.reuse}, evaluated, not retrained."
             else:
+                entry["note"] = " ".join(filter(None, [
+                    reason_trained, f"Trained here: core.train {' '.join(row.train_args)} (the bundle stays under "
+                                    "--work-dir, by default runs/compare/bundles; not committed)."]))
                 data_dir = data.guided_dir() if row.guided else args.data
                 try:
                     bundle = train(args, row, data_dir, args.split_file, args.work_dir / "bundles" / row.id,
