@@ -216,15 +216,19 @@ def _latency(row: dict[str, Any]) -> str:
     if row.get("infer_seconds_per_image") is None:
         return "n/a"
     threads = row.get("infer_threads")
-    return f"{1000 * row['infer_seconds_per_image']:.1f}" + (f" on {threads} threads" if threads else "")
+    return f"{1000 * row['infer_seconds_per_image']:.1f}" + (f" on {_threads(threads)}" if threads else "")
 
 
 def _training_text(row: dict[str, Any]) -> str:
     """'60.0 min (15 epochs, 1 thread)', with whatever of the epochs and threads the row records."""
     extra = [f"{row['epochs_run']} epochs"] if row.get("epochs_run") else []
     threads = row.get("train_threads")
-    extra += [f"{threads} thread{'s' if threads != 1 else ''}"] if threads else []
+    extra += [_threads(threads)] if threads else []
     return _duration(row.get("train_seconds")) + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread{'s' if n != 1 else ''}"
 
 
 def _duration(seconds: float | None) -> str:

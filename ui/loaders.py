@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import streamlit as st
 
@@ -13,6 +15,7 @@ from core.inference import Predictor
 
 #: Environment variable naming the bundle folder the app serves (default weights/fusion-lite0).
 MODEL_ENV = "DERMO_MODEL_DIR"
+T = TypeVar("T")
 
 
 def model_dir() -> Path:
@@ -30,19 +33,20 @@ def get_card(bundle_dir: str | None = None) -> dict:
     return read_card(bundle_dir or model_dir())
 
 
-def predictor_or_stop() -> Predictor:
-    """The shared Predictor; if the bundle cannot be loaded, a clear message and the page stops."""
+def _or_stop(load: Callable[[], T], failure: str) -> T:
+    """load(); if the bundle is unusable, a clear message (no traceback) and the page stops."""
     try:
-        return get_predictor()
+        return load()
     except InputError as exc:
-        st.error(f"The model could not be loaded from {model_dir()}: {exc}")
+        st.error(f"The {failure} from {model_dir()}: {exc}")
         st.stop()
+
+
+def predictor_or_stop() -> Predictor:
+    """The shared Predictor, or a message and the page stops."""
+    return _or_stop(get_predictor, "model could not be loaded")
 
 
 def card_or_stop() -> dict:
-    """The served model's card; if it cannot be read, a clear message and the page stops."""
-    try:
-        return get_card()
-    except InputError as exc:
-        st.error(f"The model card could not be read from {model_dir()}: {exc}")
-        st.stop()
+    """The served model's card, or a message and the page stops."""
+    return _or_stop(get_card, "model card could not be read")
