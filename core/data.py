@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from core.config import CLASSES
 from core.errors import InputError
-from core.metadata import UNKNOWN, MetadataEncoder
+from core.metadata import SITE_REGION, UNKNOWN, MetadataEncoder
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +342,8 @@ class LesionDataset(Dataset):
     """Decoded images + encoded metadata + labels.
 
     `meta_dropout` withholds each metadata field independently with that probability (and all of
-    them together with the same probability), so the model learns what to do with unknowns.
+    them together with the same probability), and with the same probability gives only a site's
+    coarse region, so the model learns what to do with unknowns and with region-only sites.
     """
 
     def __init__(
@@ -374,7 +375,9 @@ class LesionDataset(Dataset):
         if self.rng.random() < self.meta_dropout:
             return self.encoder.unknown()
         age, sex, site = self.records[i]
-        drop = self.rng.random(3) < self.meta_dropout
+        drop = self.rng.random(4) < self.meta_dropout
+        if drop[3]:  # a clinician may give only the coarse region (torso, head/neck, ...)
+            site = SITE_REGION.get(site, site)
         return self.encoder.encode(None if drop[0] else age, None if drop[1] else sex, None if drop[2] else site)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -54,6 +54,8 @@ from core.transforms import eval_transform, train_transform
 log = logging.getLogger("core.train")
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.csv"
+#: Arguments that may change between a run and its resume: they change speed, not the result.
+RESUMABLE_CHANGES = frozenset({"resume", "threads", "workers", "bootstrap", "stop_after"})
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -90,9 +92,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="bundle folder (default weights/<name>)")
     p.add_argument("--work-dir", type=Path, help="checkpoints and history (default runs/<name>)")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--stop-after", type=int, metavar="N",
+                   help="leave once N epochs are done, without writing the bundle (continue later with --resume)")
     p.add_argument("--limit", type=int, help="use only this many images (stratified; for smoke tests)")
     p.add_argument("--max-steps", type=int, help="stop each epoch after this many batches (smoke tests)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader worker processes (0, the fastest on a 2-core CPU; 4-8 on a GPU machine)")
     p.add_argument("--bootstrap", type=int, default=1000)
     args = p.parse_args(argv)
     args.out = args.out or config.WEIGHTS_DIR / args.name
@@ -107,6 +113,8 @@ def check_args(args: argparse.Namespace) -> None:
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1.")
+    if args.workers < 0:
+        raise InputError("--workers must be 0 or more.")
     if not 0 <= args.meta_dropout <= 1:
         raise InputError("--meta-dropout must be between 0 and 1.")
     if args.lr <= 0:
@@ -142,6 +150,41 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def args_record(args: argparse.Namespace) -> dict[str, Any]:
+    """The arguments as plain JSON-able values (for the checkpoint and the card)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+
+def check_resume(saved: dict[str, Any], args: argparse.Namespace) -> None:
+    """Refuse to resume a run with different arguments: the schedule and the data depend on them."""
+    now = args_record(args)
+    changed = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+    if changed:
+        diffs = "; ".join(f"--{k.replace('_', '-')} was {saved.get(k)!r}, now {now.get(k)!r}" for k in changed)
+        raise InputError(f"The checkpoint in {args.work_dir} was written with other arguments ({diffs}). "
+                         "Resume with the same arguments, or choose another --work-dir.")
+
+
+def rng_state(generator: torch.Generator, dataset: LesionDataset) -> dict[str, Any]:
+    """Every random stream the training loop draws from, so a resume continues them exactly."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "loader": generator.get_state(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+            "python": random.getstate(), "meta_dropout": dataset.rng.bit_generator.state,
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def restore_rng(state: dict[str, Any], generator: torch.Generator, dataset: LesionDataset) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["loader"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(state["python"])
+    dataset.rng.bit_generator.state = state["meta_dropout"]
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def setup_distributed() -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
@@ -173,7 +216,7 @@ def build_card(args: argparse.Namespace, encoder: MetadataEncoder, size: tuple[i
                report: Any, history: list[dict], best_epoch: int) -> dict[str, Any]:
     counts = {s: frame.loc[frame["split"] == s, "dx"].value_counts().reindex(config.CLASSES, fill_value=0).to_dict()
               for s in ("train", "val", "test")}
-    train_cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    train_cfg = args_record(args)
     return {
         "name": args.name,
         "version": datetime.now(timezone.utc).strftime("%Y.%m.%d"),
@@ -211,7 +254,7 @@ def build_card(args: argparse.Namespace, encoder: MetadataEncoder, size: tuple[i
     }
 
 
-def train(args: argparse.Namespace) -> Path:
+def train(args: argparse.Namespace) -> Path | None:
     rank, world, device = setup_distributed()
     main_proc = rank == 0
     if args.threads:
@@ -232,11 +275,14 @@ def train(args: argparse.Namespace) -> Path:
                              meta_dropout=0.0 if args.no_metadata else args.meta_dropout, seed=args.seed + rank)
     val_ds = LesionDataset(val_f, val_i, encoder, eval_transform(size, mean, std))
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, seed=args.seed) if world > 1 else None
+    cuda = device.type == "cuda"
+    loader_opts: dict[str, Any] = {"num_workers": args.workers, "pin_memory": cuda,
+                                   "persistent_workers": args.workers > 0}
     train_dl = DataLoader(train_ds, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
-                          generator=generator, drop_last=len(train_ds) > args.batch_size)
-    val_dl = DataLoader(val_ds, batch_size=64)
+                          generator=generator, drop_last=len(train_ds) > args.batch_size, **loader_opts)
+    val_dl = DataLoader(val_ds, batch_size=64, **loader_opts)
 
-    model.to(device)
+    model.to(device, memory_format=torch.channels_last)  # measured here: twice the CPU training speed
     net = DistributedDataParallel(model) if world > 1 else model
     params = [p for p in model.parameters() if p.requires_grad]
     opt_cls = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
@@ -255,18 +301,26 @@ def train(args: argparse.Namespace) -> Path:
     start_epoch, stale = 0, 0
     if args.resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        check_resume(ckpt["args"], args)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         history, start_epoch, stale = ckpt["history"], ckpt["epoch"] + 1, ckpt["stale"]
         best = {"val_loss": ckpt["best_val_loss"], "epoch": ckpt["best_epoch"], "state": ckpt["best_state"]}
-        torch.set_rng_state(ckpt["torch_rng"])
+        restore_rng(ckpt["rng"], generator, train_ds)
+        if history:
+            history[-1]["resumed_after"] = True
         if main_proc:
             log.info("Resumed from %s at epoch %d", ckpt_path, start_epoch + 1)
 
     for epoch in range(start_epoch, args.epochs):
         if stale >= args.patience:
             break
+        if args.stop_after is not None and epoch >= args.stop_after:
+            log.info("Stopped after epoch %d as asked; resume with --resume.", epoch)
+            if world > 1:
+                dist.destroy_process_group()
+            return None
         if sampler is not None:
             sampler.set_epoch(epoch)
         net.train()
@@ -275,9 +329,11 @@ def train(args: argparse.Namespace) -> Path:
         for step, (image, meta, label) in enumerate(bar):
             if step >= steps_per_epoch:
                 break
-            image, meta, label = image.to(device), meta.to(device), label.to(device)
-            logits = net(image, meta)
-            loss = criterion(logits, label)
+            image, meta, label = image.to(device, non_blocking=cuda), meta.to(device), label.to(device)
+            image = image.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                logits = net(image, meta)
+                loss = criterion(logits.float(), label)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -287,9 +343,11 @@ def train(args: argparse.Namespace) -> Path:
             correct += (logits.argmax(1) == label).sum().item()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         val_loss, val_acc, val_bacc = validate(model, val_dl, criterion, device)
+        seconds = time.time() - t0
         row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                "val_loss": val_loss, "val_accuracy": val_acc, "val_balanced_accuracy": val_bacc,
-               "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1)}
+               "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 1),
+               "images_per_second": round(seen * world / seconds, 1), "resumed_after": False}
         history.append(row)
         if val_loss < best["val_loss"]:
             best = {"val_loss": val_loss, "epoch": epoch + 1,
@@ -307,7 +365,7 @@ def train(args: argparse.Namespace) -> Path:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "history": history, "epoch": epoch, "stale": stale,
                         "best_val_loss": best["val_loss"], "best_epoch": best["epoch"], "best_state": best["state"],
-                        "torch_rng": torch.get_rng_state()}, tmp)
+                        "rng": rng_state(generator, train_ds), "args": args_record(args)}, tmp)
             tmp.replace(ckpt_path)
 
     if world > 1:

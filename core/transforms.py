@@ -28,21 +28,24 @@ def _normalise(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform
 def train_transform(size: tuple[int, int], mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
     """The papers' augmentations, plus random crop, colour jitter and random greyscale.
 
-    transpose, vertical/horizontal flip, rotate; brightness/contrast 0.2; Gaussian blur (kernel 5,
-    p 0.25); shift-scale-rotate (0.1, 0.1, 15 degrees, p 0.85); random resized crop keeping the
-    4:3 field of view; colour jitter; greyscale (p 0.05).
+    vertical/horizontal flip, rotate; brightness/contrast 0.2; Gaussian blur (kernel 5, p 0.25);
+    shift-scale-rotate (0.1, 0.1, 15 degrees, p 0.85); random resized crop of 35-100% of the area
+    at the input's aspect ratio +-15% (so a centre crop or a closer view looks like training
+    data); colour jitter; greyscale (p 0.05).
+
+    The papers' transpose is left out: it turns a 4:3 image portrait, where no crop of the
+    landscape ratio fits, and torchvision then falls back to one fixed, stretched centre crop.
     """
     height, width = size
     aspect = width / height
     return v2.Compose(
         [
-            v2.RandomApply([v2.Lambda(_transpose)], p=0.5),
             v2.RandomHorizontalFlip(),
             v2.RandomVerticalFlip(),
             v2.RandomApply(
                 [v2.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.9, 1.1))], p=0.85
             ),
-            v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(aspect * 0.85, aspect / 0.85), antialias=True),
+            v2.RandomResizedCrop(size, scale=(0.35, 1.0), ratio=(aspect * 0.85, aspect / 0.85), antialias=True),
             v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.15, hue=0.02),
             v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 2.0))], p=0.25),
             v2.RandomGrayscale(p=0.05),

@@ -6,6 +6,7 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
 
 from core import config, train
 from core.bundle import read_card
@@ -33,9 +34,35 @@ def test_one_epoch_smoke_training_writes_a_working_bundle(tmp_path, ham_dir, rea
     result = Predictor.load(tmp_path / "bundle").predict(real_image, age=50, sex="male", site="back")
     assert sum(result.probs.values()) == pytest.approx(1.0, abs=1e-5)
 
-    # resume: a second run with more epochs continues from the checkpoint instead of starting over
-    assert train.main(args_for(tmp_path, ham_dir, "--max-steps", "3", "--epochs", "2", "--resume")) == 0
-    assert [row["epoch"] for row in read_card(tmp_path / "bundle")["history"]] == [1, 2]
+
+
+def _final_weights(run_dir):
+    return torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+
+
+def test_stop_and_resume_gives_bit_identical_weights(tmp_path, ham_dir):
+    """An interrupted run, resumed, must equal an uninterrupted one: every RNG stream is restored."""
+    straight = args_for(tmp_path / "a", ham_dir, "--max-steps", "2", "--epochs", "2", "--bootstrap", "5")
+    assert train.main(straight) == 0
+    split = args_for(tmp_path / "b", ham_dir, "--max-steps", "2", "--epochs", "2", "--bootstrap", "5")
+    assert train.main([*split, "--stop-after", "1"]) == 0
+    assert not (tmp_path / "b" / "bundle").exists()
+    assert train.main([*split, "--resume"]) == 0
+    a, b = _final_weights(tmp_path / "a" / "run"), _final_weights(tmp_path / "b" / "run")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    history = read_card(tmp_path / "b" / "bundle")["history"]
+    assert [row["epoch"] for row in history] == [1, 2] and history[0]["resumed_after"] is True
+
+
+def test_resume_with_other_arguments_is_refused(tmp_path, ham_dir, caplog):
+    assert train.main([*args_for(tmp_path, ham_dir, "--max-steps", "1", "--epochs", "2"), "--stop-after", "1"]) == 0
+    assert train.main([*args_for(tmp_path, ham_dir, "--max-steps", "1", "--epochs", "3"), "--resume"]) == 2
+    assert "--epochs was 2, now 3" in caplog.text
+
+
+def test_worker_processes_load_the_same_batches(tmp_path, ham_dir):
+    assert train.main(args_for(tmp_path, ham_dir, "--max-steps", "2", "--workers", "2", "--bootstrap", "5")) == 0
+    assert read_card(tmp_path / "bundle")["history"][0]["images_per_second"] > 0
 
 
 def test_image_only_switch(tmp_path, ham_dir):

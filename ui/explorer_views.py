@@ -189,6 +189,6 @@ def transformations(source: Source, filters: eda.Filters) -> None:
     seed = st.number_input("Random draw", min_value=0, value=0, step=1, key="explorer_aug_seed")
     draws = augmentation_preview(image, 6, size, mean, std, seed=int(seed))
     st.caption(f"Six random draws of core.transforms.train_transform at {size[0]}x{size[1]} (size from {origin}): "
-               "flips, transpose, affine shift/scale/rotate, random resized crop, colour jitter, blur, greyscale.")
+               "flips, affine shift/scale/rotate, random resized crop, colour jitter, blur, greyscale.")
     for col, draw in zip(st.columns(3) + st.columns(3), draws):
         col.image(draw)
