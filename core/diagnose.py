@@ -1,7 +1,8 @@
 """One uploaded file through the whole Diagnose pipeline, without Streamlit.
 
-decode (JPEG/PNG/DICOM, every refusal an InputError) -> quality and out-of-distribution
-checks -> calibrated prediction; and, for the case the clinician looks at, the heatmap
+decode (JPEG/PNG/DICOM, every refusal an InputError) -> one forward pass giving the calibrated
+prediction and the features of the quality and out-of-distribution checks; and, for the case
+the clinician looks at, the heatmap
 panels. The page, the benchmark and the tests all call these functions, so what is measured
 and tested is what the clinician sees.
 """
@@ -21,7 +22,7 @@ from core.dicom import is_dicom, read_dicom
 from core.errors import InputError
 from core.imageio import load_rgb
 from core.inference import Prediction, Predictor
-from core.quality import QualityReport, check_distribution, check_image, ood_model
+from core.quality import QualityReport
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +62,12 @@ def decode(data: bytes, filename: str, accepted_sites: list[str]) -> Upload:
 
 
 def analyse(predictor: Predictor, upload: Upload, age: Any = None, sex: Any = None, site: Any = None) -> Case:
-    """Quality checks, OOD score and the calibrated prediction for one decoded upload."""
-    tensor = predictor.image_tensor(upload.image)
-    quality = check_image(upload.image)
-    ood = ood_model(predictor.card)
-    if ood is not None:
-        check_distribution(quality, predictor.model, tensor, ood)
-    prediction = predictor.predict(upload.image, age=age, sex=sex, site=site)
-    return Case(upload, tensor, quality, prediction)
+    """One pass for one decoded upload: preprocess once, one forward gives the image checks'
+    features and the calibrated prediction."""
+    rgb = np.asarray(upload.image)
+    tensor = predictor.tensor_from_rgb(rgb)
+    prediction = predictor.predict_decoded([rgb], tensor[None], [{"age": age, "sex": sex, "site": site}])[0]
+    return Case(upload, tensor, prediction.quality, prediction)
 
 
 def cam_map(predictor: Predictor, case: Case, target: str, method: str = heatmap.DEFAULT_METHOD) -> np.ndarray:

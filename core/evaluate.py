@@ -31,10 +31,17 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from core.bundle import load_bundle, write_card
+from core.calibration import (
+    Calibration,
+    balanced_accuracy,
+    binary_reliability,
+    ece_from_bins,
+    reliability_bins,
+)
 from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SEED, SPLITS_DIR, WEIGHTS_DIR
 from core.data import LesionDataset, prepare, subset
 from core.metadata import MetadataEncoder
-from core.models import FusionNet
+from core.models import FusionNet, image_features
 from core.transforms import eval_transform
 
 log = logging.getLogger(__name__)
@@ -42,12 +49,14 @@ log = logging.getLogger(__name__)
 
 # -- model outputs ------------------------------------------------------------------------
 @torch.no_grad()
-def extract(model: FusionNet, dataset: LesionDataset, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """Image features, metadata vectors and labels for a dataset (images pass the backbone once)."""
+def extract(model: FusionNet, dataset: LesionDataset, flip_average: bool = False,
+            batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Image features, metadata vectors and labels for a dataset (images pass the backbone once;
+    with `flip_average`, the image and its mirror image in one batched pass, features averaged)."""
     model.eval()
     feats, metas, labels = [], [], []
     for image, meta, label in tqdm(DataLoader(dataset, batch_size=batch_size), desc="features", leave=False):
-        feats.append(model.forward_features(image))
+        feats.append(image_features(model, image, flip_average))
         metas.append(meta)
         labels.append(label)
     return torch.cat(feats), torch.cat(metas), torch.cat(labels).numpy()
@@ -61,56 +70,6 @@ def head_logits(model: FusionNet, features: torch.Tensor, meta: torch.Tensor | N
         raise ValueError("pass the unknown-metadata vectors explicitly")
     embedding = model.forward_meta(meta, features.shape[0]) if model.meta is not None else None
     return model.forward_head(features, embedding)
-
-
-# -- calibration --------------------------------------------------------------------------
-def fit_temperature(logits: torch.Tensor, labels: np.ndarray) -> float:
-    """Temperature scaling (Guo et al. 2017): one scalar T minimising validation NLL."""
-    log_t = torch.zeros(1, requires_grad=True)
-    target = torch.as_tensor(labels, dtype=torch.long)
-    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(logits / log_t.exp(), target)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    # Bounded, so a degenerate validation set cannot flatten every prediction to uniform.
-    return float(np.clip(log_t.exp().item(), 0.05, 20.0))
-
-
-def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> dict[str, list]:
-    """Top-label reliability diagram: per equal-width confidence bin, mean confidence, accuracy, count.
-
-    Empty bins hold NaN confidence/accuracy and count 0, so the page can plot the bins as they are.
-    """
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    bins = np.clip(np.digitize(conf, edges[1:-1]), 0, n_bins - 1)
-    out: dict[str, list] = {"edges": edges.tolist(), "confidence": [], "accuracy": [], "count": []}
-    for b in range(n_bins):
-        in_bin = bins == b
-        out["count"].append(int(in_bin.sum()))
-        out["confidence"].append(float(conf[in_bin].mean()) if in_bin.any() else float("nan"))
-        out["accuracy"].append(float(correct[in_bin].mean()) if in_bin.any() else float("nan"))
-    return out
-
-
-def ece_from_bins(bins: dict[str, list]) -> float:
-    """ECE = sum over bins of (bin share) * |accuracy - confidence|."""
-    count = np.asarray(bins["count"], dtype=float)
-    if count.sum() == 0:
-        return float("nan")
-    gap = np.abs(np.asarray(bins["accuracy"], dtype=float) - np.asarray(bins["confidence"], dtype=float))
-    return float(np.sum(np.where(count > 0, count / count.sum() * np.nan_to_num(gap), 0.0)))
-
-
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
-    """Top-label ECE with equal-width confidence bins."""
-    return ece_from_bins(reliability_bins(probs, labels, n_bins))
 
 
 # -- binary views -------------------------------------------------------------------------
@@ -194,7 +153,7 @@ def compute_metrics(
 ) -> dict[str, Any]:
     """Every test metric from calibrated probabilities; thresholds come from the card."""
     classes = card["classes"]
-    pred = probs.argmax(axis=1)
+    pred = Calibration.from_card(card).suggest(probs)
     present = sorted(set(labels))
     prec, rec, f1, support = precision_recall_fscore_support(
         labels, pred, labels=list(range(len(classes))), zero_division=0
@@ -304,7 +263,7 @@ def subgroup_metrics(probs: np.ndarray, labels: np.ndarray, frame: pd.DataFrame,
         "body site": frame["site"].astype(str),
         "diagnosis confirmation": frame["dx_type"].astype(str),
     }
-    pred = probs.argmax(axis=1)
+    pred = Calibration.from_card(card).suggest(probs)
     mal_truth, mal_score = binary_scores(probs, labels, class_indices(card, card["malignant"]))
     mel_truth, mel_score = binary_scores(probs, labels, class_indices(card, [card["melanoma"]]))
     threshold = card.get("referral_thresholds", {}).get("malignant", {}).get("threshold", 0.5)
@@ -331,9 +290,22 @@ def _auc(truth: np.ndarray, score: np.ndarray) -> float:
     return float(roc_auc_score(truth, score)) if 0 < truth.sum() < len(truth) else float("nan")
 
 
-def balanced_accuracy(labels: np.ndarray, pred: np.ndarray) -> float:
-    """Mean recall over the classes present in `labels` (sklearn's, without its warning on absent classes)."""
-    return float(np.mean([np.mean(pred[labels == c] == c) for c in np.unique(labels)])) if len(labels) else float("nan")
+def flip_average(card: dict[str, Any]) -> bool:
+    """Whether the card's model averages the image and its mirror image at prediction time."""
+    return bool(card["input"].get("flip_average", False))
+
+
+def reliability(logits: torch.Tensor, labels: np.ndarray, card: dict[str, Any]) -> dict[str, Any]:
+    """Reliability bins of the top class, the malignant risk and the melanoma risk, before
+    (plain softmax of the logits) and after the card's calibration."""
+    after = Calibration.from_card(card).probs(logits)
+    before = torch.softmax(logits, 1).numpy()
+    out: dict[str, Any] = {"top": {"before": reliability_bins(before, labels), "after": reliability_bins(after, labels)}}
+    for task, names in (("malignant", card["malignant"]), ("melanoma", [card["melanoma"]])):
+        idx = class_indices(card, names)
+        out[task] = {when: binary_reliability(*binary_scores(p, labels, idx)) for when, p in
+                     (("before", before), ("after", after))}
+    return out
 
 
 def performance_aggregates(
@@ -347,14 +319,13 @@ def performance_aggregates(
     """Everything the performance page plots, as aggregates (curves, bins, tables), not rows.
 
     Stored in the card so the page needs no dataset: ROC/PR curves and the operating-point
-    table for malignant and melanoma, reliability bins before and after temperature scaling,
-    bootstrap intervals for accuracy, balanced accuracy and each class's AUROC, and, given the
-    test frame, subgroup metrics.
+    table for malignant and melanoma, reliability bins of the top class, the malignant risk and
+    the melanoma risk before and after calibration, bootstrap intervals for accuracy, balanced
+    accuracy and each class's AUROC, and, given the test frame, subgroup metrics.
     """
-    temperature = float(card["temperature"])
-    raw = torch.softmax(logits, 1).numpy()
-    probs = torch.softmax(logits / temperature, 1).numpy()
-    pred = probs.argmax(axis=1)
+    calib = Calibration.from_card(card)
+    probs = calib.probs(logits)
+    pred = calib.suggest(probs)
     out: dict[str, Any] = {"curves": {}, "operating_points": {}, "sensitivity_at_80_specificity": {}}
     for task, names in (("malignant", card["malignant"]), ("melanoma", [card["melanoma"]])):
         truth, score = binary_scores(probs, labels, class_indices(card, names))
@@ -362,8 +333,7 @@ def performance_aggregates(
         out["operating_points"][task] = operating_points(truth, score) if 0 < truth.sum() else []
         sens80, thr80 = sensitivity_at_specificity(truth, score, 0.80)
         out["sensitivity_at_80_specificity"][task] = {"sensitivity": sens80, "threshold": thr80}
-    out["reliability"] = {"before": reliability_bins(raw, labels), "after": reliability_bins(probs, labels),
-                          "temperature": temperature}
+    out["reliability"] = reliability(logits, labels, card)
     out["ci95"] = {
         "accuracy": bootstrap_ci(lambda p: float(np.mean(pred[p] == labels[p])), groups, n_boot),
         "balanced_accuracy": bootstrap_ci(lambda p: balanced_accuracy(labels[p], pred[p]), groups, n_boot),
@@ -391,22 +361,25 @@ def evaluate_model(
     all metadata withheld (fusion only: the head re-run on the same cached image features), calibration before/after T, and the page's aggregates. `frame` is row-aligned
     with `dataset`: its lesion ids drive the bootstrap, its columns the subgroups."""
     groups = frame["group_id"].to_numpy()
-    feats, meta, labels = extract(model, dataset)
-    temperature = card["temperature"]
+    feats, meta, labels = extract(model, dataset, flip_average(card))
+    calib = Calibration.from_card(card)
     logits = head_logits(model, feats, meta if model.meta is not None else None)
-    probs = torch.softmax(logits / temperature, 1).numpy()
+    probs = calib.probs(logits)
+    bins = reliability(logits, labels, card)
     result = {
         "all_inputs": compute_metrics(probs, labels, groups, card, n_boot),
         "calibration": {
-            "temperature": temperature,
-            "ece_before": expected_calibration_error(torch.softmax(logits, 1).numpy(), labels),
-            "ece_after": expected_calibration_error(probs, labels),
+            **{k: v for k, v in calib.to_card().items() if k in ("temperature", "alpha")},
+            **{f"ece_{risk}_{when}": ece_from_bins(bins[risk][when])
+               for risk in ("top", "malignant", "melanoma") for when in ("before", "after")},
+            "mean_malignant_risk": float(binary_scores(probs, labels, class_indices(card, card["malignant"]))[1].mean()),
+            "malignant_prevalence": float(np.isin(labels, class_indices(card, card["malignant"])).mean()),
         },
         "aggregates": performance_aggregates(logits, labels, groups, card, frame, n_boot),
     }
     if model.meta is not None:
         unknown = torch.as_tensor(np.repeat(dataset.encoder.unknown()[None], len(labels), 0))
-        probs_u = torch.softmax(head_logits(model, feats, unknown) / temperature, 1).numpy()
+        probs_u = calib.probs(head_logits(model, feats, unknown))
         result["metadata_withheld"] = compute_metrics(probs_u, labels, groups, card, n_boot)
     return result
 
@@ -434,7 +407,10 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
                 f"support={c['support']} AUROC={c['auroc']:.3f}"
             )
     cal = metrics["calibration"]
-    lines.append(f"[calibration] T={cal['temperature']:.3f}  ECE before={cal['ece_before']:.4f} after={cal['ece_after']:.4f}")
+    lines.append(f"[calibration] T={cal['temperature']:.3f}  alpha={cal['alpha']:.2f}  expected calibration error "
+                 + "  ".join(f"{risk} {cal[f'ece_{risk}_before']:.3f}->{cal[f'ece_{risk}_after']:.3f}"
+                             for risk in ("top", "malignant", "melanoma"))
+                 + f"  mean malignant risk {cal['mean_malignant_risk']:.3f} (prevalence {cal['malignant_prevalence']:.3f})")
     return lines
 
 

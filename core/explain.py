@@ -30,7 +30,8 @@ from sklearn.metrics import roc_auc_score
 from core.bundle import load_bundle, read_card
 from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SPLITS_DIR, WEIGHTS_DIR
 from core.errors import InputError
-from core.evaluate import balanced_accuracy, eval_dataset, extract, head_logits
+from core.calibration import Calibration, balanced_accuracy
+from core.evaluate import eval_dataset, extract, flip_average, head_logits
 from core.metadata import UNKNOWN, MetadataEncoder
 from core.models import FusionNet
 
@@ -111,13 +112,14 @@ def permutation_importance(
     return pd.DataFrame(rows)
 
 
-def head_predictor(model: FusionNet, temperature: float = 1.0) -> Predict:
+def head_predictor(model: FusionNet, calibration: Calibration | None = None) -> Predict:
     """(cached image features, metadata vectors) -> calibrated probabilities, via the fusion head."""
+    calibration = calibration or Calibration.identity(model.num_classes)
 
     def predict(features: np.ndarray, meta: np.ndarray) -> np.ndarray:
         m = torch.as_tensor(meta, dtype=torch.float32) if model.meta is not None else None
         logits = head_logits(model, torch.as_tensor(features, dtype=torch.float32), m)
-        return torch.softmax(logits / temperature, 1).numpy()
+        return calibration.probs(logits)
 
     return predict
 
@@ -132,10 +134,10 @@ class MetadataGame:
     entered field moved this case's prediction: a question a clinician can act on.
     """
 
-    def __init__(self, model: FusionNet, encoder: MetadataEncoder, temperature: float = 1.0) -> None:
+    def __init__(self, model: FusionNet, encoder: MetadataEncoder, calibration: Calibration | None = None) -> None:
         if model.meta is None:
             raise InputError("This model does not use metadata, so there is nothing to explain about it.")
-        self.predict = head_predictor(model, temperature)
+        self.predict = head_predictor(model, calibration)
         self.encoder = encoder
         self.features: np.ndarray | None = None
         self.record: tuple[Any, Any, Any] = (None, None, None)
@@ -281,16 +283,17 @@ class ImageShap:
 class _Probabilities(nn.Module):
     """image -> the chosen classes' calibrated probabilities, one case's metadata bound (what SHAP explains)."""
 
-    def __init__(self, model: FusionNet, meta: torch.Tensor | None, temperature: float, classes: list[int]) -> None:
+    def __init__(self, model: FusionNet, meta: torch.Tensor | None, calibration: Calibration | None,
+                 classes: list[int]) -> None:
         super().__init__()
         from core.heatmap import MetadataBound
 
         self.bound = MetadataBound(model, meta)
-        self.temperature = float(temperature)
+        self.calibration = calibration or Calibration.identity(model.num_classes)
         self.classes = list(classes)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.bound(image) / self.temperature, dim=1)[:, self.classes]
+        return self.calibration.torch_probs(self.bound(image))[:, self.classes]
 
 
 def blurred_baselines(image: torch.Tensor, sigmas: tuple[float, ...] = (3.0, 6.0, 12.0, 24.0)) -> torch.Tensor:
@@ -314,7 +317,7 @@ def image_shap(
     image: torch.Tensor,
     meta: torch.Tensor | None,
     classes: list[int],
-    temperature: float = 1.0,
+    calibration: Calibration | None = None,
     max_samples: int = 64,
     time_budget: float = 12.0,
     chunk: int = 8,
@@ -336,7 +339,7 @@ def image_shap(
     if not classes:
         raise InputError("Choose at least one class to explain.")
     start = clock()
-    wrapper = _Probabilities(model, meta, temperature, classes).eval()
+    wrapper = _Probabilities(model, meta, calibration, classes).eval()
     explainer = shap.GradientExplainer(wrapper, blurred_baselines(image), batch_size=chunk)
     x = image.unsqueeze(0)
     sums = [np.zeros(image.shape, dtype=np.float64) for _ in classes]
@@ -438,13 +441,13 @@ def compute_global(
 ) -> dict[str, Any]:
     """Permutation importance and metadata SHAP on one split (usually validation)."""
     known = eval_dataset(card, frame, images)
-    feats, meta, labels = extract(model, known)
+    feats, meta, labels = extract(model, known, flip_average(card))
     feats_np, meta_np = feats.numpy(), meta.numpy()
     encoder = MetadataEncoder.from_dict(card["metadata"])
-    temperature = float(card.get("temperature", 1.0))
+    calibration = Calibration.from_card(card)
     mel = card["classes"].index(card["melanoma"])
     groups = feature_groups(encoder.feature_names) if model.meta is not None else {}
-    perm = permutation_importance(head_predictor(model, temperature), feats_np, meta_np, labels, groups, mel,
+    perm = permutation_importance(head_predictor(model, calibration), feats_np, meta_np, labels, groups, mel,
                                   n_repeats, seed, progress)
     result: dict[str, Any] = {
         "sha256": card["sha256"], "model": card.get("name"),
@@ -457,7 +460,7 @@ def compute_global(
         pick = np.sort(rng.permutation(len(labels))[:shap_rows])
         records = [(None if frame["age_missing"].iloc[i] else frame["age"].iloc[i], frame["sex"].iloc[i],
                     frame["site"].iloc[i]) for i in pick]
-        game = MetadataGame(model, encoder, temperature)
+        game = MetadataGame(model, encoder, calibration)
         result["shap"] = global_metadata_shap(game, feats_np[pick], records, card["classes"], output_groups(card), seed,
                                               use_shap=use_shap)
         result["shap"]["method"] = "shap.explainers.Exact" if use_shap else "exact enumeration"

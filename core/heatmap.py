@@ -31,6 +31,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from core.models import FusionNet
+from core.transforms import content_box
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +120,15 @@ def compute_cam(
 def to_image_frame(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Map a CAM from the model's input frame back onto the original (width, height) image.
 
-    The eval transform turns portrait images landscape (a transpose), so a portrait image's
-    CAM is transposed back before it is resized.
+    The eval transform turns portrait images landscape (a transpose) and pads an image of
+    another aspect ratio with black bands, so the bands are cut off and a portrait image's CAM
+    is transposed back before it is resized.
     """
     width, height = size
+    top, bottom, left, right = content_box(min(width, height), max(width, height), cam.shape)
+    rows, cols = cam.shape
+    cam = cam[round(top * rows):max(round(bottom * rows), round(top * rows) + 1),
+              round(left * cols):max(round(right * cols), round(left * cols) + 1)]
     if height > width and cam.shape[0] < cam.shape[1]:
         cam = cam.T
     resized = cv2.resize(np.ascontiguousarray(cam), (width, height), interpolation=cv2.INTER_LINEAR)

@@ -233,3 +233,12 @@ def build_model(
         head_hidden = 0 if backbone == "papercnn" else 256
     model = FusionNet(bb, meta_dim, num_classes, use_metadata, head_hidden=head_hidden, freeze_stages=freeze_stages)
     return model, bb
+
+
+def image_features(model: "FusionNet", images: torch.Tensor, flip_average: bool) -> torch.Tensor:
+    """Pooled image features; with `flip_average`, the mean of the image's and its mirror image's
+    features, from one batched forward of both views (dermoscopy has no handedness)."""
+    if not flip_average:
+        return model.forward_features(images)
+    both = model.forward_features(torch.cat([images, images.flip(-1)]))
+    return (both[: len(images)] + both[len(images):]) / 2

@@ -24,8 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.decomposition import PCA
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from core.bundle import load_bundle, write_card
 from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SPLITS_DIR, WEIGHTS_DIR
@@ -110,19 +108,14 @@ class OODModel:
 
 @torch.no_grad()
 def image_features(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
-    """Pooled backbone features (n, D) for preprocessed images, as the OOD model sees them."""
+    """Pooled backbone features (n, D) for preprocessed images (no flip averaging; tests and benchmarks)."""
     model.eval()
     return model.forward_features(images).reshape(images.shape[0], -1).double().numpy()
 
 
-def _split_features(model: torch.nn.Module, dataset: Any, batch_size: int = 64) -> np.ndarray:
-    chunks = [image_features(model, x) for x, _, _ in tqdm(DataLoader(dataset, batch_size=batch_size), leave=False)]
-    return np.concatenate(chunks)
-
-
 def main(argv: list[str] | None = None) -> int:
     from core.data import prepare, subset
-    from core.evaluate import eval_dataset
+    from core.evaluate import eval_dataset, extract, flip_average
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=WEIGHTS_DIR / DEFAULT_MODEL)
@@ -143,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             keep = np.random.default_rng(card["training"]["seed"]).choice(np.flatnonzero(mask), args.limit, replace=False)
             mask = np.isin(np.arange(len(frame)), keep)
         part, part_images = subset(frame, images, mask)
-        feats[split] = _split_features(model, eval_dataset(card, part, part_images))
+        # the features the Predictor's forward gives: flip-averaged when the card says so
+        feats[split] = extract(model, eval_dataset(card, part, part_images), flip_average(card))[0].double().numpy()
         log.info("%s: %d images", split, len(part))
     ood = OODModel.fit(feats["train"], args.components)
     ood.calibrate(feats["val"], args.quantile)

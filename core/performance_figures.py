@@ -125,7 +125,7 @@ def operating_figure(rows: list[dict[str, float]], chosen: dict[str, float], car
 
 def reliability_figure(reliability: dict[str, Any]) -> go.Figure:
     """Reliability diagram before and after temperature scaling, with the diagonal of perfect calibration."""
-    from core.evaluate import ece_from_bins
+    from core.calibration import ece_from_bins
 
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], name="perfect calibration", line=dict(dash="dot", color="grey")))

@@ -18,10 +18,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 
-from core.ood import OODModel, image_features
+from core.ood import OODModel
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +115,9 @@ def ood_model(card: dict[str, Any]) -> OODModel | None:
     return OODModel.from_dict(card["ood"]) if "ood" in card else None
 
 
-def check_distribution(report: QualityReport, model: torch.nn.Module, image: torch.Tensor, ood: OODModel) -> QualityReport:
-    """Add the OOD score of one preprocessed image (3, H, W) to `report`, flagging it above the threshold."""
-    score = float(ood.score(image_features(model, image.unsqueeze(0)))[0])
+def check_distribution(report: QualityReport, features: np.ndarray, ood: OODModel) -> QualityReport:
+    """Add the OOD score of one image's pooled features (D,) to `report`, flagging it above the threshold."""
+    score = float(ood.score(features)[0])
     report.ood_score, report.ood_threshold = round(score, 4), round(ood.threshold, 4)
     if score > ood.threshold:
         report.flags.append("unlike training images")
@@ -128,3 +127,21 @@ def check_distribution(report: QualityReport, model: torch.nn.Module, image: tor
             "from a different camera or population; the output may be unreliable."
         )
     return report
+
+
+class ImageChecks:
+    """Every check a bundle's card defines, run on one decoded image and its pooled features.
+
+    Built once per loaded model (the card's statistics are decoded once), then `assess` runs
+    on the features the prediction's own forward pass produced: no second pass.
+    """
+
+    def __init__(self, card: dict[str, Any], limits: QualityLimits = QualityLimits()) -> None:
+        self.ood = ood_model(card)
+        self.limits = limits
+
+    def assess(self, rgb: np.ndarray, features: np.ndarray) -> QualityReport:
+        report = check_image(rgb, self.limits)
+        if self.ood is not None:
+            check_distribution(report, features, self.ood)
+        return report

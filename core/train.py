@@ -5,9 +5,9 @@
     torchrun --nproc_per_node 2 -m core.train ...      (DistributedDataParallel)
 
 A checkpoint is written to --work-dir every epoch; `--resume` continues from it. After the
-last epoch the best epoch (lowest validation loss) is restored, a temperature is fitted on the
-validation split, referral thresholds are chosen on it, the test split is evaluated, and the
-bundle (model.safetensors + model_card.json) is written.
+last epoch the best epoch (lowest validation loss) is restored, the calibration, decision rule
+and referral thresholds are fitted on the validation split (core.calibrate), the test split is
+evaluated, and the bundle (model.safetensors + model_card.json) is written.
 """
 from __future__ import annotations
 
@@ -36,17 +36,8 @@ from core import config
 from core.bundle import save_bundle
 from core.data import LesionDataset, prepare, subset
 from core.errors import InputError
-from core.evaluate import (
-    binary_scores,
-    class_indices,
-    eval_dataset,
-    evaluate_model,
-    extract,
-    fit_temperature,
-    head_logits,
-    summary_lines,
-    threshold_for_sensitivity,
-)
+from core.calibrate import fit_on_validation
+from core.evaluate import eval_dataset, evaluate_model, summary_lines
 from core.metadata import MetadataEncoder
 from core.models import build_model
 from core.transforms import eval_transform, train_transform
@@ -386,20 +377,10 @@ def train(args: argparse.Namespace) -> Path | None:
 
 def finalise(model: nn.Module, card: dict[str, Any], frame: pd.DataFrame, images: list[np.ndarray],
              args: argparse.Namespace) -> dict[str, Any]:
-    """Temperature and referral thresholds from validation, then test metrics."""
+    """Calibration, decision rule and referral thresholds from validation, then test metrics."""
     model.cpu()
     val_f, val_i = subset(frame, images, frame["split"] == "val")
-    feats, meta, labels = extract(model, eval_dataset(card, val_f, val_i))
-    logits = head_logits(model, feats, meta if model.meta is not None else None)
-    card["temperature"] = fit_temperature(logits, labels)
-    probs = torch.softmax(logits / card["temperature"], 1).numpy()
-    card["referral_thresholds"] = {}
-    for task, names in (("malignant", card["malignant"]), ("melanoma", [card["melanoma"]])):
-        truth, score = binary_scores(probs, labels, class_indices(card, names))
-        card["referral_thresholds"][task] = {
-            "threshold": threshold_for_sensitivity(truth, score, args.target_sensitivity),
-            "how": f"highest threshold reaching {args.target_sensitivity:.0%} sensitivity on the validation split",
-        }
+    card = fit_on_validation(model, card, val_f, val_i, args.target_sensitivity)
     test_f, test_i = subset(frame, images, frame["split"] == "test")
     metrics = evaluate_model(model, card, eval_dataset(card, test_f, test_i), test_f, args.bootstrap)
     metrics["split"] = "test"

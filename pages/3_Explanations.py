@@ -140,7 +140,7 @@ st.markdown("**Estimate:** " + ", ".join(f"{names.get(c, c)} {p:.1%}" for c, p i
 if predictor.uses_metadata:
     st.subheader("What the metadata added (SHAP waterfall)")
     feats = image_features(predictor, model_key, image_key, image)
-    game = explain.MetadataGame(predictor.model, encoder, predictor.temperature)
+    game = explain.MetadataGame(predictor.model, encoder, predictor.calibration)
     case = explain.case_metadata_shap(game, feats, age, sex, site, classes)
     groups = explain.output_groups(card)
     output = st.selectbox("Output", list(groups), key="explain_case_output",
@@ -161,7 +161,7 @@ if st.button("Compute the SHAP map", key="explain_shap_run"):
     bar = st.progress(0.0, text="SHAP: sampling...")
     targets = [classes.index(c) for c in probs.index[:top_k]]
     try:
-        result = explain.image_shap(predictor.model, image, meta, targets, predictor.temperature, samples, float(budget),
+        result = explain.image_shap(predictor.model, image, meta, targets, predictor.calibration, samples, float(budget),
                                     progress=lambda f: bar.progress(f, text=f"SHAP: {f:.0%}"))
         st.session_state["explain_shap"] = (shap_key, result)
     except InputError as exc:

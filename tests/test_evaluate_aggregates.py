@@ -8,15 +8,12 @@ import pytest
 import torch
 
 from core import config
+from core.calibration import ece_from_bins, expected_calibration_error, fit_temperature, reliability_bins
 from core.evaluate import (
     age_band,
     binary_curves,
-    ece_from_bins,
-    expected_calibration_error,
-    fit_temperature,
     operating_points,
     performance_aggregates,
-    reliability_bins,
     sensitivity_at_specificity,
     subgroup_metrics,
 )
@@ -78,7 +75,8 @@ def test_temperature_scaling_reduces_ece_of_overconfident_logits(rng: np.random.
     assert temperature > 2.0
     cal_card = {**card(), "classes": ["a", "b", "c"], "malignant": ["a"], "melanoma": "b", "temperature": temperature}
     agg = performance_aggregates(logits, labels, np.arange(400), cal_card, n_boot=20)
-    assert ece_from_bins(agg["reliability"]["after"]) < ece_from_bins(agg["reliability"]["before"])
+    for risk in ("top", "malignant", "melanoma"):
+        assert ece_from_bins(agg["reliability"][risk]["after"]) < ece_from_bins(agg["reliability"][risk]["before"])
 
 
 def test_binary_curves_are_thinned_and_keep_their_ends(rng: np.random.Generator) -> None:

@@ -86,7 +86,8 @@ def test_distribution_check_flags_an_image_unlike_the_training_ones(tiny_bundle,
     ood.calibrate(image_features(predictor.model, torch.as_tensor(train)), 1.0)
     odd = np.zeros((150, 200, 3), np.uint8)
     odd[:, ::2] = (0, 255, 0)  # green stripes: nothing like skin
-    report = quality.check_distribution(quality.check_image(odd), predictor.model, predictor.image_tensor(odd), ood)
+    features = image_features(predictor.model, predictor.image_tensor(odd)[None])[0]
+    report = quality.check_distribution(quality.check_image(odd), features, ood)
     assert "unlike training images" in report.flags and report.ood_score > report.ood_threshold
     card = {**predictor.card, "ood": ood.to_dict()}
     assert quality.ood_model(card) is not None and quality.ood_model(predictor.card) is None
