@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import config  # noqa: E402
 from core.bundle import load_bundle  # noqa: E402
-from core.data import prepare, subset  # noqa: E402
+from core.data import prepare_for_card, subset  # noqa: E402
 from core.evaluate import binary_scores, class_indices, eval_dataset  # noqa: E402
 
 VIEWS = {
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--split", default="test", choices=["val", "test"])
     args = parser.parse_args()
     model, card = load_bundle(args.bundle)
-    frame, images, _ = prepare(args.data, config.SPLITS_DIR / "ham10000.csv", card["training"]["seed"])
+    frame, images, _ = prepare_for_card(card, args.data, config.SPLITS_DIR / "ham10000.csv")
     frame, images = subset(frame, images, frame["split"] == args.split)
     dataset = eval_dataset(card, frame, images)
     feats: dict[str, list[torch.Tensor]] = {k: [] for k in VIEWS}

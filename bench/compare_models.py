@@ -42,8 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core import config  # noqa: E402
 from core.bundle import CARD_FILE, load_bundle  # noqa: E402
 from core.data import load_ham10000, prepare, subset  # noqa: E402
+from core.calibration import Calibration, balanced_accuracy  # noqa: E402
 from core.evaluate import (  # noqa: E402
-    balanced_accuracy, binary_scores, bootstrap_auc, bootstrap_ci, class_indices, eval_dataset, extract,
+    binary_scores, bootstrap_auc, bootstrap_ci, class_indices, eval_dataset, extract, flip_average,
     head_logits, sensitivity_at_specificity,
 )
 from core.performance_figures import comparison_table  # noqa: E402
@@ -206,15 +207,15 @@ def test_outputs(bundle: Path, frame: pd.DataFrame, images: list[np.ndarray], sp
     model, card = load_bundle(bundle)
     part, part_images = subset(frame, images, frame["split"] == split)
     known = eval_dataset(card, part, part_images)
-    feats, meta, labels = extract(model, known)
+    feats, meta, labels = extract(model, known, flip_average(card))
     logits = head_logits(model, feats, meta if model.meta is not None else None)
-    probs = torch.softmax(logits / card["temperature"], 1).numpy()
+    probs = Calibration.from_card(card).probs(logits)
     return model, card, probs, labels, part["group_id"].to_numpy(), known
 
 
 def row_metrics(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray, card: dict[str, Any], n_boot: int) -> dict[str, Any]:
-    """The table's four metrics, each with a lesion-bootstrap 95% interval."""
-    pred = probs.argmax(1)
+    """The table's four metrics, each with a lesion-bootstrap 95% interval (classes by the card's decision rule)."""
+    pred = Calibration.from_card(card).suggest(probs)
     mel_t, mel_s = binary_scores(probs, labels, class_indices(card, [card["melanoma"]]))
     mal_t, mal_s = binary_scores(probs, labels, class_indices(card, card["malignant"]))
     out: dict[str, Any] = {"n_images": int(len(labels)), "n_lesions": int(len(np.unique(groups)))}
@@ -321,7 +322,7 @@ def run_cv(args: argparse.Namespace, row: Row, entry: dict[str, Any], data: Data
         _, card, probs, labels, groups, _ = test_outputs(bundle, rows.assign(split=rows["image_id"].map(fold)), images)
         mel_t, mel_s = binary_scores(probs, labels, class_indices(card, [card["melanoma"]]))
         cv["per_fold"][str(k)] = {
-            "balanced_accuracy": balanced_accuracy(labels, probs.argmax(1)),
+            "balanced_accuracy": balanced_accuracy(labels, Calibration.from_card(card).suggest(probs)),
             "melanoma_auroc": bootstrap_auc(mel_t, mel_s, groups, 0)[0] if 0 < mel_t.sum() < len(mel_t) else float("nan"),
             "n_images": int(len(labels)),
         }

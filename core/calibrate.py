@@ -21,7 +21,7 @@ import torch
 from core.bundle import load_bundle, write_card
 from core.calibration import Calibration, balanced_accuracy, fit_calibration
 from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SPLITS_DIR, WEIGHTS_DIR
-from core.data import prepare, subset
+from core.data import prepare_for_card, subset
 from core.errors import InputError
 from core.evaluate import binary_scores, class_indices, eval_dataset, extract, head_logits, threshold_for_sensitivity
 from core.models import FusionNet
@@ -76,9 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         model, card = load_bundle(args.bundle)
-        if not args.split_file.is_file():
-            raise InputError(f"The split file {args.split_file} does not exist; calibration needs the training split.")
-        frame, images, _ = prepare(args.data, args.split_file, card["training"]["seed"])
+        frame, images, _ = prepare_for_card(card, args.data, args.split_file)
     except InputError as exc:
         log.error("%s", exc)
         return 2

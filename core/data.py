@@ -10,6 +10,7 @@ patient_id.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 from dataclasses import dataclass, field
@@ -315,9 +316,18 @@ def assert_grouped(frame: pd.DataFrame, split: pd.Series) -> None:
         raise InputError(f"{len(leaked)} lesion(s) sit in more than one split, e.g. {leaked.index[0]}.")
 
 
-def load_or_create_split(frame: pd.DataFrame, path: Path, seed: int) -> pd.Series:
-    """Read the split CSV (image_id, split) or create it, so every model shares it."""
+def split_sha256(path: Path | str) -> str:
+    """The split file's hash, stored in a model card so evaluation can prove it uses the same split."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_or_create_split(frame: pd.DataFrame, path: Path, seed: int, create: bool = False) -> pd.Series:
+    """Read the split CSV (image_id, split); only training (`create`) may write a new one, so
+    every model shares it and evaluation can never silently score on a fresh split."""
     path = Path(path)
+    if not path.is_file() and not create:
+        raise InputError(f"The split file {path} does not exist. Evaluation uses the split the model was "
+                         "trained on; give its path with --split-file.")
     if path.is_file():
         saved = pd.read_csv(path)
         _require_columns(saved, ("image_id", "split"), f"The split file {path}")
@@ -395,20 +405,31 @@ def sample_rows(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 
 def prepare(
-    data_dir: Path | str, split_file: Path | str, seed: int, limit: int | None = None
+    data_dir: Path | str, split_file: Path | str, seed: int, limit: int | None = None, create_split: bool = False
 ) -> tuple[pd.DataFrame, list[np.ndarray], CleaningReport]:
     """Load + clean HAM10000, attach the shared lesion-grouped split, decode the images.
 
     `limit` keeps a stratified sample of that many rows before any image is decoded.
     """
     frame, report = load_ham10000(data_dir)
-    frame["split"] = load_or_create_split(frame, Path(split_file), seed).to_numpy()
+    frame["split"] = load_or_create_split(frame, Path(split_file), seed, create_split).to_numpy()
     if limit:
         frame = sample_rows(frame, limit, seed)
     frame, images = load_images(frame, report)
     if not images:
         raise InputError(f"No readable images found under {data_dir}.")
     return frame, images, report
+
+
+def prepare_for_card(
+    card: dict, data_dir: Path | str, split_file: Path | str
+) -> tuple[pd.DataFrame, list[np.ndarray], CleaningReport]:
+    """`prepare` for scoring a trained bundle: the split file must be the one its card names
+    (same sha256), so a test figure is always on the split the model never trained on."""
+    expected = card.get("data", {}).get("split_sha256")
+    if expected and Path(split_file).is_file() and split_sha256(split_file) != expected:
+        raise InputError(f"The split file {split_file} is not the one this model was trained with (sha256 differs).")
+    return prepare(data_dir, split_file, card["training"]["seed"])
 
 
 def subset(frame: pd.DataFrame, images: list[np.ndarray], mask: np.ndarray | pd.Series) -> tuple[pd.DataFrame, list[np.ndarray]]:

@@ -39,7 +39,8 @@ from core.calibration import (
     reliability_bins,
 )
 from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SEED, SPLITS_DIR, WEIGHTS_DIR
-from core.data import LesionDataset, prepare, subset
+from core.data import LesionDataset, prepare_for_card, subset
+from core.errors import InputError
 from core.metadata import MetadataEncoder
 from core.models import FusionNet, image_features
 from core.transforms import eval_transform
@@ -433,8 +434,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
-    model, card = load_bundle(args.bundle)
-    frame, images, _ = prepare(args.data, args.split_file, card["training"]["seed"])
+    if args.write_card and args.split != "test":
+        parser.error("--write-card stores test metrics; it cannot be combined with --split " + args.split)
+    try:
+        model, card = load_bundle(args.bundle)
+        frame, images, _ = prepare_for_card(card, args.data, args.split_file)
+    except InputError as exc:
+        log.error("%s", exc)
+        return 2
     frame, images = subset(frame, images, frame["split"] == args.split)
     metrics = evaluate_model(model, card, eval_dataset(card, frame, images), frame, args.bootstrap)
     metrics["split"] = args.split

@@ -31,7 +31,7 @@ from core.bundle import load_bundle, read_card
 from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SPLITS_DIR, WEIGHTS_DIR
 from core.errors import InputError
 from core.calibration import Calibration, balanced_accuracy
-from core.evaluate import eval_dataset, extract, flip_average, head_logits
+from core.evaluate import bootstrap_ci, eval_dataset, extract, flip_average, head_logits
 from core.metadata import UNKNOWN, MetadataEncoder
 from core.models import FusionNet
 
@@ -42,30 +42,31 @@ IMAGE_GROUP = "image features"
 #: The three metadata fields a clinician enters; SHAP treats each as one player.
 FIELDS: tuple[str, ...] = ("age", "sex", "site")
 Predict = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (image features, metadata) -> probabilities
+Decide = Callable[[np.ndarray], np.ndarray]  # probabilities -> class indices
 Progress = Callable[[float], None]
 
 
 # -- permutation importance ---------------------------------------------------------------
 def feature_groups(feature_names: list[str]) -> dict[str, list[int]]:
-    """Columns to shuffle together: each field as a whole, then each one-hot level on its own.
+    """Columns to shuffle together: one group per field a clinician enters.
 
     `age` covers the age value and its missing flag; `sex` every sex_* column; `site` every
-    site_* and region_* column (the fine site and its coarse region describe one entry). The
-    levels (sex_female, site_back, ...) follow, as in the second paper's importance figure.
+    site_* and region_* column (the fine site and its coarse region describe one entry). A
+    one-hot level is never shuffled alone: that would make impossible inputs (two sites set,
+    or none) and separate a site from its region.
     """
     prefixes = {"age": ("age",), "sex": ("sex_",), "site": ("site_", "region_")}
     groups = {field: [i for i, n in enumerate(feature_names) if n.startswith(prefixes[field])] for field in FIELDS}
-    groups = {k: v for k, v in groups.items() if v}
-    for i, name in enumerate(feature_names):
-        if name.startswith(("sex_", "site_", "region_")):
-            groups[name] = [i]
-    return groups
+    return {k: v for k, v in groups.items() if v}
 
 
-def _scores(probs: np.ndarray, labels: np.ndarray, positive: int) -> dict[str, float]:
+def _scores(probs: np.ndarray, labels: np.ndarray, positive: int, decide: Decide,
+            rows: np.ndarray | None = None) -> dict[str, float]:
+    if rows is not None:
+        probs, labels = probs[rows], labels[rows]
     truth = (labels == positive).astype(int)
     auc = float(roc_auc_score(truth, probs[:, positive])) if 0 < truth.sum() < len(truth) else float("nan")
-    return {"balanced_accuracy": balanced_accuracy(labels, probs.argmax(1)), "melanoma_auroc": auc}
+    return {"balanced_accuracy": balanced_accuracy(labels, decide(probs)), "melanoma_auroc": auc}
 
 
 def permutation_importance(
@@ -78,35 +79,50 @@ def permutation_importance(
     n_repeats: int = 5,
     seed: int = 0,
     progress: Progress | None = None,
+    lesions: np.ndarray | None = None,
+    n_boot: int = 200,
+    decide: Decide | None = None,
 ) -> pd.DataFrame:
     """Drop in balanced accuracy and melanoma AUROC when each group of inputs is shuffled.
 
     A metadata group's columns are shuffled together (one permutation of rows), which keeps a
     one-hot field one-hot; the image features are shuffled as one group, i.e. each case gets
-    another case's image. Mean and standard deviation over `n_repeats` shuffles.
+    another case's image. The drop is averaged over `n_repeats` shuffles; its 95% interval
+    resamples whole lesions (`lesions`, one id per row; every row its own lesion if None), so
+    it says how sure this split is of the drop, which the spread over shuffles does not. An
+    interval that contains 0 means no measurable importance. `decide` turns probabilities into
+    classes (the card's decision rule; plain argmax if None).
     """
     if n_repeats < 1:
         raise InputError("The number of repeats must be at least 1.")
+    decide = decide or (lambda p: p.argmax(1))
     rng = np.random.default_rng(seed)
-    baseline = _scores(predict(image, meta), labels, positive)
+    base_probs = predict(image, meta)
+    baseline = _scores(base_probs, labels, positive, decide)
+    lesions = np.arange(len(labels)) if lesions is None else np.asarray(lesions)
     jobs = [(IMAGE_GROUP, None), *groups.items()]
     rows = []
     for done, (name, cols) in enumerate(jobs):
-        drops: dict[str, list[float]] = {k: [] for k in baseline}
+        shuffled_probs = []
         for _ in range(n_repeats):
             order = rng.permutation(len(labels))
             if cols is None:
-                probs = predict(image[order], meta)
+                shuffled_probs.append(predict(image[order], meta))
             else:
                 shuffled = meta.copy()
                 shuffled[:, cols] = meta[order][:, cols]
-                probs = predict(image, shuffled)
-            for metric, value in _scores(probs, labels, positive).items():
-                drops[metric].append(baseline[metric] - value)
-        kind = "image" if cols is None else ("field" if name in FIELDS else "level")
-        for metric, values in drops.items():
-            rows.append({"feature": name, "kind": kind, "metric": metric, "baseline": baseline[metric],
-                         "drop_mean": float(np.mean(values)), "drop_std": float(np.std(values))})
+                shuffled_probs.append(predict(image, shuffled))
+
+        def drop(pick: np.ndarray | None, metric: str) -> float:
+            base = _scores(base_probs, labels, positive, decide, pick)[metric]
+            return base - float(np.mean([_scores(p, labels, positive, decide, pick)[metric] for p in shuffled_probs]))
+
+        for metric in baseline:
+            estimate = drop(None, metric)
+            lo, hi = bootstrap_ci(lambda pick: drop(pick, metric), lesions, n_boot, seed) if n_boot else (estimate,) * 2
+            rows.append({"feature": name, "kind": "image" if cols is None else "field", "metric": metric,
+                         "baseline": baseline[metric], "drop_mean": estimate, "ci95_low": lo, "ci95_high": hi,
+                         "measurable": bool(lo > 0 or hi < 0)})
         if progress:
             progress((done + 1) / len(jobs))
     return pd.DataFrame(rows)
@@ -448,7 +464,8 @@ def compute_global(
     mel = card["classes"].index(card["melanoma"])
     groups = feature_groups(encoder.feature_names) if model.meta is not None else {}
     perm = permutation_importance(head_predictor(model, calibration), feats_np, meta_np, labels, groups, mel,
-                                  n_repeats, seed, progress)
+                                  n_repeats, seed, progress, lesions=frame["group_id"].to_numpy(),
+                                  decide=calibration.suggest)
     result: dict[str, Any] = {
         "sha256": card["sha256"], "model": card.get("name"),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -468,7 +485,7 @@ def compute_global(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.data import prepare, subset
+    from core.data import prepare_for_card, subset
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=WEIGHTS_DIR / DEFAULT_MODEL)
@@ -486,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         model, card = load_bundle(args.bundle)
-        frame, images, _ = prepare(args.data, args.split_file, card["training"]["seed"])
+        frame, images, _ = prepare_for_card(card, args.data, args.split_file)
         frame, images = subset(frame, images, frame["split"] == args.split)
         if args.limit:
             frame, images = frame.iloc[: args.limit].reset_index(drop=True), images[: args.limit]

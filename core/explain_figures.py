@@ -16,16 +16,19 @@ METRIC_LABELS = {"balanced_accuracy": "balanced accuracy", "melanoma_auroc": "me
 DIVERGING = [[0.0, "rgb(33,102,172)"], [0.5, "rgb(247,247,247)"], [1.0, "rgb(178,24,43)"]]
 
 
-def permutation_figure(rows: list[dict[str, Any]], metric: str, kinds: tuple[str, ...], top: int = 25) -> go.Figure:
-    """Drop in `metric` when each input is shuffled: sorted bars, error bars = spread over repeats."""
+def permutation_figure(rows: list[dict[str, Any]], metric: str) -> go.Figure:
+    """Drop in `metric` when each input is shuffled: bars with their lesion-bootstrap 95% intervals;
+    an input whose interval contains 0 is labelled "no measurable importance"."""
     frame = pd.DataFrame(rows)
-    frame = frame[(frame["metric"] == metric) & frame["kind"].isin(kinds)].sort_values("drop_mean", ascending=True)
-    frame = frame.tail(top)
-    fig = go.Figure(go.Bar(x=frame["drop_mean"], y=frame["feature"], orientation="h",
-                           error_x=dict(type="data", array=frame["drop_std"], visible=True),
+    frame = frame[frame["metric"] == metric].sort_values("drop_mean", ascending=True)
+    labels = [f"{f} (no measurable importance)" if not m else f for f, m in zip(frame["feature"], frame["measurable"])]
+    fig = go.Figure(go.Bar(x=frame["drop_mean"], y=labels, orientation="h",
+                           error_x=dict(type="data", symmetric=False, visible=True,
+                                        array=frame["ci95_high"] - frame["drop_mean"],
+                                        arrayminus=frame["drop_mean"] - frame["ci95_low"]),
                            marker_color=np.where(frame["kind"] == "image", "rgb(178,24,43)", "rgb(33,102,172)")))
     label = METRIC_LABELS.get(metric, metric)
-    fig.update_layout(xaxis_title=f"drop in {label} when shuffled (mean +- sd)", height=max(300, 22 * len(frame) + 80),
+    fig.update_layout(xaxis_title=f"drop in {label} when shuffled (95% interval)", height=max(260, 40 * len(frame) + 100),
                       margin=dict(l=10, r=10, t=30, b=10))
     return fig
 

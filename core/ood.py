@@ -114,7 +114,7 @@ def image_features(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.data import prepare, subset
+    from core.data import prepare_for_card, subset
     from core.evaluate import eval_dataset, extract, flip_average
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
     model, card = load_bundle(args.bundle)
-    frame, images, _ = prepare(args.data, args.split_file, card["training"]["seed"])
+    frame, images, _ = prepare_for_card(card, args.data, args.split_file)
     feats = {}
     for split in ("train", "val"):
         mask = (frame["split"] == split).to_numpy()

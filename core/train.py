@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from core import config
 from core.bundle import save_bundle
-from core.data import LesionDataset, prepare, subset
+from core.data import LesionDataset, prepare, split_sha256, subset
 from core.errors import InputError
 from core.calibrate import fit_on_validation
 from core.evaluate import eval_dataset, evaluate_model, summary_lines
@@ -238,6 +238,7 @@ def build_card(args: argparse.Namespace, encoder: MetadataEncoder, size: tuple[i
             "licence": config.DATA_LICENCE,
             "split_method": "lesion-grouped, class-stratified (StratifiedGroupKFold); no lesion_id in two splits",
             "split_file": str(Path(args.split_file).name),
+            "split_sha256": split_sha256(args.split_file),
             "counts": counts,
             "cleaning": report.as_dict(),
         },
@@ -252,7 +253,7 @@ def train(args: argparse.Namespace) -> Path | None:
         torch.set_num_threads(args.threads)
     generator = seed_everything(args.seed + rank)
     check_args(args)
-    frame, images, report = prepare(args.data, args.split_file, args.seed, args.limit)
+    frame, images, report = prepare(args.data, args.split_file, args.seed, args.limit, create_split=True)
     check_data(frame)
 
     encoder = MetadataEncoder.fit(frame.loc[(frame["split"] == "train") & ~frame["age_missing"], "age"])

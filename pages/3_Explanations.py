@@ -44,10 +44,10 @@ if stored is None:
 if has_dataset and st.button("Recompute from the dataset (several minutes)", key="explain_recompute"):
     bar = st.progress(0.0, text="Reading the dataset and extracting image features...")
     try:
-        from core.data import prepare, subset
+        from core.data import prepare_for_card, subset
         from core.config import SPLITS_DIR
 
-        frame, images, _ = prepare(data_dir(), SPLITS_DIR / "ham10000.csv", card["training"]["seed"])
+        frame, images, _ = prepare_for_card(card, data_dir(), SPLITS_DIR / "ham10000.csv")
         frame, images = subset(frame, images, frame["split"] == "val")
         result = explain.compute_global(predictor.model, card, frame, images,
                                         progress=lambda f: bar.progress(f, text="Permutation importance..."))
@@ -64,14 +64,11 @@ if stored is not None:
     st.subheader("Permutation importance")
     st.markdown("Each input is shuffled across cases and the model re-scored: the larger the drop, the more the "
                 "model relies on it. Image features are shuffled as one group (each case gets another's image).")
-    c1, c2 = st.columns(2)
-    metric = c1.radio("Score", list(ef.METRIC_LABELS), format_func=ef.METRIC_LABELS.get, horizontal=True,
+    metric = st.radio("Score", list(ef.METRIC_LABELS), format_func=ef.METRIC_LABELS.get, horizontal=True,
                       key="explain_perm_metric")
-    level = c2.radio("Inputs", ["Fields (age, sex, site) and image", "Each one-hot level"], horizontal=True,
-                     key="explain_perm_level")
-    kinds = ("image", "field") if level.startswith("Fields") else ("level",)
-    st.plotly_chart(ef.permutation_figure(stored["permutation"]["rows"], metric, kinds), key="explain_perm_chart")
-    st.caption(f"Mean +- sd over {stored['permutation']['n_repeats']} shuffles.")
+    st.plotly_chart(ef.permutation_figure(stored["permutation"]["rows"], metric), key="explain_perm_chart")
+    st.caption(f"Mean drop over {stored['permutation']['n_repeats']} shuffles; bars: 95% intervals resampling "
+               "whole lesions. An interval that contains 0: no measurable importance on this split.")
     if "shap" in stored:
         st.subheader("SHAP for the metadata")
         st.markdown("How far each entered field moves the estimate away from the estimate with that field left "

@@ -27,7 +27,8 @@ def test_one_epoch_smoke_training_writes_a_working_bundle(tmp_path, ham_dir, rea
     assert card["data"]["licence"] == "CC BY-NC 4.0" and "lesion-grouped" in card["data"]["split_method"]
     assert card["training"]["epochs_run"] == 1 and len(card["history"]) == 1
     assert {"all_inputs", "metadata_withheld", "calibration"} <= set(card["metrics"])
-    assert 0.05 <= card["temperature"] <= 20
+    assert 0.05 <= card["calibration"]["temperature"] <= 20 and card["input"]["flip_average"] is True
+    assert card["data"]["split_sha256"] and 0.0 <= card["calibration"]["alpha"] <= 1.0
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert list(history.columns[:6]) == ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
                                          "val_balanced_accuracy"]
@@ -60,7 +61,7 @@ def test_resume_with_other_arguments_is_refused(tmp_path, ham_dir, caplog):
     assert "--epochs was 2, now 3" in caplog.text
 
 
-def test_worker_processes_load_the_same_batches(tmp_path, ham_dir):
+def test_training_with_worker_processes(tmp_path, ham_dir):
     assert train.main(args_for(tmp_path, ham_dir, "--max-steps", "2", "--workers", "2", "--bootstrap", "5")) == 0
     assert read_card(tmp_path / "bundle")["history"][0]["images_per_second"] > 0
 
