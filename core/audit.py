@@ -37,10 +37,15 @@ CREATE TABLE IF NOT EXISTS predictions (
     outputs TEXT NOT NULL,
     model_name TEXT NOT NULL,
     model_version TEXT NOT NULL,
-    quality_flags TEXT NOT NULL
+    quality_flags TEXT NOT NULL,
+    case_id TEXT NOT NULL DEFAULT '',
+    withheld INTEGER NOT NULL DEFAULT 0
 )
 """
-COLUMNS = ("id", "time_utc", "image_sha256", "metadata", "outputs", "model_name", "model_version", "quality_flags")
+COLUMNS = ("id", "time_utc", "image_sha256", "metadata", "outputs", "model_name", "model_version", "quality_flags",
+           "case_id", "withheld")
+#: Columns added after the first release: an older database gains them on first use.
+_ADDED = {"case_id": "TEXT NOT NULL DEFAULT ''", "withheld": "INTEGER NOT NULL DEFAULT 0"}
 
 
 def db_path() -> Path:
@@ -57,6 +62,10 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute(_SCHEMA)
+    present = {row[1] for row in conn.execute("PRAGMA table_info(predictions)")}
+    for column, kind in _ADDED.items():
+        if column not in present:
+            conn.execute(f"ALTER TABLE predictions ADD COLUMN {column} {kind}")
     return conn
 
 
@@ -68,8 +77,11 @@ def write(
     model_version: str,
     quality_flags: list[str],
     path: Path | None = None,
+    case_id: str = "",
+    withheld: bool = False,
 ) -> int:
-    """Append one record in one committed transaction; returns its id."""
+    """Append one record in one committed transaction; returns its id. `case_id` names the case
+    (and its version, e.g. C-1a2b3c4d/2) as the PDF report does; `withheld`: the output was not shown."""
     row = (
         dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         image_sha256,
@@ -78,11 +90,13 @@ def write(
         model_name,
         model_version,
         json.dumps(list(quality_flags)),
+        case_id,
+        int(bool(withheld)),
     )
     with closing(_connect(path or db_path())) as conn, conn:
         cursor = conn.execute(
             "INSERT INTO predictions (time_utc, image_sha256, metadata, outputs, model_name, model_version, "
-            "quality_flags) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "quality_flags, case_id, withheld) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             row,
         )
         record_id = int(cursor.lastrowid)
@@ -106,3 +120,18 @@ def count(path: Path | None = None) -> int:
         return 0
     with closing(_connect(path)) as conn:
         return int(conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0])
+
+
+def overview(frame: pd.DataFrame) -> pd.DataFrame:
+    """The log as a clinician reads it: time, case, suggested class, risks and flags first, then the rest."""
+    outputs = frame["outputs"].map(lambda text: json.loads(text) if text else {})
+    front = pd.DataFrame({
+        "time_utc": frame["time_utc"], "case_id": frame["case_id"],
+        "suggested class": outputs.map(lambda o: o.get("top")),
+        "malignant risk": outputs.map(lambda o: o.get("malignant")),
+        "melanoma risk": outputs.map(lambda o: o.get("melanoma")),
+        "flags": frame["quality_flags"].map(lambda text: ", ".join(json.loads(text)) if text else ""),
+        "withheld": frame["withheld"].astype(bool),
+    })
+    rest = frame[[c for c in frame.columns if c not in ("time_utc", "case_id", "quality_flags", "withheld")]]
+    return pd.concat([front, rest], axis=1)

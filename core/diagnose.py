@@ -81,12 +81,12 @@ def results_row(case: Case) -> dict[str, Any]:
     p = case.prediction
     return {
         "file": case.upload.filename,
-        "top class": p.top,
-        "top probability": round(p.probs[p.top], 4),
+        "suggested class": p.top,
+        "suggested class probability": round(p.probs[p.top], 4),
         "malignant risk": round(p.malignant, 4),
         "melanoma risk": round(p.melanoma, 4),
         "consider referral": "yes" if (p.refer_malignant or p.refer_melanoma) else "no",
-        "quality flag": case.quality.summary,
+        "flags": case.quality.summary,
     }
 
 

@@ -181,9 +181,14 @@ def compute_metrics(
         threshold = card["referral_thresholds"][task]["threshold"]
         sens, spec = sens_spec(truth, score, threshold)
         auc, lo, hi = bootstrap_auc(truth, score, groups, n_boot) if 0 < truth.sum() < len(truth) else (float("nan"),) * 3
+        referred = score >= threshold
+        nevi = labels == classes.index("nv") if "nv" in classes else np.zeros(len(labels), bool)
         out[task] = {
             "auroc": auc, "auroc_ci95": [lo, hi], "threshold": threshold,
             "sensitivity": sens, "specificity": spec, "positives": int(truth.sum()),
+            "referred_fraction": float(referred.mean()),
+            "ppv": float(truth[referred].mean()) if referred.any() else float("nan"),
+            "nevi_referred_fraction": float(referred[nevi].mean()) if nevi.any() else float("nan"),
         }
     return out
 
@@ -252,8 +257,10 @@ def age_band(age: pd.Series) -> pd.Series:
     return out
 
 
-def subgroup_metrics(probs: np.ndarray, labels: np.ndarray, frame: pd.DataFrame, card: dict[str, Any]) -> list[dict[str, Any]]:
-    """Main metrics by sex, age band, body site and diagnosis-confirmation type, with counts.
+def subgroup_metrics(probs: np.ndarray, labels: np.ndarray, frame: pd.DataFrame, card: dict[str, Any],
+                     n_boot: int = 1000) -> list[dict[str, Any]]:
+    """Main metrics by sex, age band, body site and diagnosis-confirmation type, with counts and
+    lesion-bootstrap 95% intervals (`<metric>_ci95`).
 
     Aggregates only: one row per subgroup, never per image. Metrics that a subgroup cannot
     define (AUROC without positives or negatives) are NaN, not hidden, so a clinician sees why.
@@ -272,18 +279,31 @@ def subgroup_metrics(probs: np.ndarray, labels: np.ndarray, frame: pd.DataFrame,
     rows = []
     for variable, values in columns.items():
         for value in sorted(values.unique(), key=str):
-            m = (values == value).to_numpy()
-            sens, spec = sens_spec(mal_truth[m], mal_score[m], threshold)
-            rows.append({
-                "variable": variable, "group": str(value), "n_images": int(m.sum()),
-                "n_lesions": int(len(np.unique(groups[m]))),
-                "malignant": int(mal_truth[m].sum()), "melanoma": int(mel_truth[m].sum()),
-                "accuracy": float(accuracy_score(labels[m], pred[m])),
-                "balanced_accuracy": balanced_accuracy(labels[m], pred[m]),
-                "malignant_auroc": _auc(mal_truth[m], mal_score[m]),
-                "melanoma_auroc": _auc(mel_truth[m], mel_score[m]),
-                "malignant_sensitivity": sens, "malignant_specificity": spec,
-            })
+            idx = np.flatnonzero((values == value).to_numpy())
+            statistics: dict[str, Callable[[np.ndarray], float]] = {
+                "accuracy": lambda p: float(np.mean(pred[p] == labels[p])),
+                "balanced_accuracy": lambda p: balanced_accuracy(labels[p], pred[p]),
+                "malignant_auroc": lambda p: _auc(mal_truth[p], mal_score[p]),
+                "melanoma_auroc": lambda p: _auc(mel_truth[p], mel_score[p]),
+                "malignant_sensitivity": lambda p: sens_spec(mal_truth[p], mal_score[p], threshold)[0],
+                "malignant_specificity": lambda p: sens_spec(mal_truth[p], mal_score[p], threshold)[1],
+            }
+            row: dict[str, Any] = {
+                "variable": variable, "group": str(value), "n_images": int(len(idx)),
+                "n_lesions": int(len(np.unique(groups[idx]))),
+                "malignant": int(mal_truth[idx].sum()), "melanoma": int(mel_truth[idx].sum()),
+            }
+            for name, statistic in statistics.items():
+                row[name] = statistic(idx)
+                if n_boot and not np.isnan(row[name]):
+                    def within(pick: np.ndarray, statistic: Callable[[np.ndarray], float] = statistic) -> float | None:
+                        value = statistic(idx[pick])
+                        return None if np.isnan(value) else value
+
+                    row[f"{name}_ci95"] = list(bootstrap_ci(within, groups[idx], n_boot))
+                else:
+                    row[f"{name}_ci95"] = [float("nan"), float("nan")]
+            rows.append(row)
     return rows
 
 
@@ -347,7 +367,7 @@ def performance_aggregates(
     if frame is not None:
         if len(frame) != len(labels):
             raise ValueError(f"The test frame has {len(frame)} rows for {len(labels)} predictions.")
-        out["subgroups"] = subgroup_metrics(probs, labels, frame.reset_index(drop=True), card)
+        out["subgroups"] = subgroup_metrics(probs, labels, frame.reset_index(drop=True), card, n_boot)
     return out
 
 

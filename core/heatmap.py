@@ -117,6 +117,26 @@ def compute_cam(
     return normalise(grayscale[0])
 
 
+@torch.no_grad()
+def grid_shape(model: FusionNet, input_size: tuple[int, int]) -> tuple[int, int]:
+    """(rows, cols) of the CAM layer's activation grid for an input of `input_size` (H, W): the CAM's
+    true resolution before it is smoothed up to the image (5x7 for EfficientNet-Lite0 at 150x200)."""
+    seen: list[tuple[int, int]] = []
+    with CAM_LOCK:
+        shadow = _shadow(model)
+        handle = target_layer(shadow).register_forward_hook(lambda _m, _i, out: seen.append(tuple(out.shape[-2:])))
+        try:
+            shadow.forward_features(torch.zeros(1, 3, *input_size))
+        finally:
+            handle.remove()
+    return seen[0]
+
+
+def colour_bar(width: int = 300, height: int = 18) -> np.ndarray:
+    """The heatmap's colour scale as an RGB strip: left 0 (blue), right 1 (red) = the map's own maximum."""
+    return colorize(np.tile(np.linspace(0.0, 1.0, width, dtype=np.float32), (height, 1)))
+
+
 def to_image_frame(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Map a CAM from the model's input frame back onto the original (width, height) image.
 

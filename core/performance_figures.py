@@ -37,8 +37,8 @@ def ci_text(ci: list[float] | tuple[float, float]) -> str:
 
 
 def interval_text(value: float, ci: list[float] | tuple[float, float] | None) -> str:
-    """'0.812 (95% CI 0.780-0.840)' or just the value."""
-    if ci is None:
+    """'0.812 (95% CI 0.780-0.840)' or just the value (no interval, or an undefined one)."""
+    if ci is None or any(pd.isna(c) for c in ci):
         return f"{value:.3f}"
     return f"{value:.3f} ({ci_text(ci)})"
 
@@ -123,22 +123,32 @@ def operating_figure(rows: list[dict[str, float]], chosen: dict[str, float], car
     return fig
 
 
-def reliability_figure(reliability: dict[str, Any]) -> go.Figure:
-    """Reliability diagram before and after temperature scaling, with the diagonal of perfect calibration."""
+RISK_LABELS = {"top": "the top class's probability", "malignant": "malignant risk", "melanoma": "melanoma risk"}
+
+
+def reliability_figure(reliability: dict[str, Any], risk: str) -> go.Figure:
+    """Reliability diagram of one risk (`top`, `malignant`, `melanoma`) before and after calibration,
+    with the diagonal of perfect calibration; each point's hover gives its count."""
     from core.calibration import ece_from_bins
 
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], name="perfect calibration", line=dict(dash="dot", color="grey")))
-    for key, label in (("before", "before"), ("after", f"after (T = {reliability['temperature']:.2f})")):
-        bins = reliability[key]
+    for when, label in (("before", "before calibration"), ("after", "after (as shown to clinicians)")):
+        bins = reliability[risk][when]
         fig.add_trace(go.Scatter(x=bins["confidence"], y=bins["accuracy"], mode="lines+markers",
                                  name=f"{label}: ECE {ece_from_bins(bins):.3f}", customdata=bins["count"],
-                                 hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{customdata} images"))
-    fig.update_layout(xaxis_title="mean confidence (top class)", yaxis_title="accuracy", xaxis_range=[0, 1],
-                      yaxis_range=[0, 1.02], height=380, margin=dict(l=10, r=10, t=30, b=10))
+                                 hovertemplate="stated %{x:.2f}<br>observed %{y:.2f}<br>%{customdata} images"))
+    observed = "share correct" if risk == "top" else "observed share of such lesions"
+    fig.update_layout(xaxis_title=f"stated {RISK_LABELS[risk]}", yaxis_title=observed, xaxis_range=[0, 1],
+                      yaxis_range=[0, 1.02], height=360, margin=dict(l=10, r=10, t=40, b=10),
+                      title=RISK_LABELS[risk].capitalize())
     return fig
 
 
+#: A subgroup metric resting on fewer positives than this is greyed and labelled.
+MIN_POSITIVES = 10
+SUBGROUP_METRICS = ("accuracy", "balanced_accuracy", "malignant_auroc", "melanoma_auroc", "malignant_sensitivity",
+                    "malignant_specificity")
 SUBGROUP_COLUMNS = {
     "group": "group", "n_images": "images", "n_lesions": "lesions", "malignant": "malignant", "melanoma": "melanomas",
     "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "malignant_auroc": "malignant AUROC",
@@ -147,18 +157,39 @@ SUBGROUP_COLUMNS = {
 }
 
 
+def _positives_for(metric: str) -> str:
+    return "melanoma" if metric.startswith("melanoma") else "malignant"
+
+
 def subgroup_table(rows: list[dict[str, Any]], variable: str) -> pd.DataFrame:
-    frame = pd.DataFrame([r for r in rows if r["variable"] == variable])
-    return frame[list(SUBGROUP_COLUMNS)].rename(columns=SUBGROUP_COLUMNS) if len(frame) else frame
+    """One row per subgroup: counts, then each metric as 'value (low-high)'; a metric resting on
+    fewer than MIN_POSITIVES positives is marked 'few positives'."""
+    out = []
+    for r in (r for r in rows if r["variable"] == variable):
+        row = {SUBGROUP_COLUMNS[k]: r[k] for k in ("group", "n_images", "n_lesions", "malignant", "melanoma")}
+        for metric in SUBGROUP_METRICS:
+            text = interval_text(r[metric], r.get(f"{metric}_ci95")) if not pd.isna(r[metric]) else "not defined"
+            if metric != "accuracy" and metric != "balanced_accuracy" and r[_positives_for(metric)] < MIN_POSITIVES:
+                text += f" (few positives: {r[_positives_for(metric)]})"
+            row[SUBGROUP_COLUMNS[metric]] = text
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 def subgroup_figure(rows: list[dict[str, Any]], variable: str, metric: str) -> go.Figure:
-    """One metric by subgroup, bars labelled with the number of images behind them."""
+    """One metric by subgroup with its 95% interval; bars labelled with their counts, and greyed
+    where the metric rests on fewer than MIN_POSITIVES positives."""
     frame = pd.DataFrame([r for r in rows if r["variable"] == variable])
-    fig = go.Figure(go.Bar(x=frame["group"], y=frame[metric], text=[f"n={n}" for n in frame["n_images"]],
-                           textposition="outside"))
-    fig.update_layout(yaxis_title=SUBGROUP_COLUMNS.get(metric, metric), yaxis_range=[0, 1.1], xaxis_title=variable,
-                      height=360, margin=dict(l=10, r=10, t=30, b=10))
+    ci = np.array([r if isinstance(r, list) else [np.nan, np.nan] for r in frame[f"{metric}_ci95"]], dtype=float)
+    positives = frame[_positives_for(metric)] if metric not in ("accuracy", "balanced_accuracy") else frame["n_images"]
+    few = positives < MIN_POSITIVES
+    text = [f"n={n}" + (f", {p} positives: unstable" if f else "") for n, p, f in zip(frame["n_images"], positives, few)]
+    fig = go.Figure(go.Bar(x=frame["group"], y=frame[metric], text=text, textposition="outside",
+                           marker_color=np.where(few, "rgb(200,200,200)", "rgb(31,119,180)"),
+                           error_y=dict(type="data", symmetric=False, array=ci[:, 1] - frame[metric],
+                                        arrayminus=frame[metric] - ci[:, 0], visible=True)))
+    fig.update_layout(yaxis_title=SUBGROUP_COLUMNS.get(metric, metric), yaxis_range=[0, 1.15], xaxis_title=variable,
+                      height=380, margin=dict(l=10, r=10, t=30, b=10))
     return fig
 
 

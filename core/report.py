@@ -25,6 +25,10 @@ DISCLAIMER = (
 )
 
 RISK_LABELS = {"malignant": "Malignant risk (akiec, bcc or mel)", "melanoma": "Melanoma risk"}
+#: A risk within this factor of its threshold (either side) is marked borderline.
+BORDERLINE_FACTOR = 1.5
+#: The top two classes closer than this (in probability) are a close call.
+CLOSE_CALL = 0.10
 
 
 @dataclass
@@ -34,15 +38,25 @@ class RiskStatement:
     value: float
     threshold: float
     refer: bool
+    flagged: bool = False  # the image failed a check: a low risk must not read as reassurance
+
+    @property
+    def borderline(self) -> bool:
+        return self.threshold / BORDERLINE_FACTOR <= self.value < self.threshold * BORDERLINE_FACTOR
 
     @property
     def advice(self) -> str:
         if self.refer:
-            return f"at or above the referral threshold ({self.threshold:.1%}): consider referral / biopsy."
-        return (
-            f"below the referral threshold ({self.threshold:.1%}): the model does not suggest referral; "
-            "clinical judgement prevails."
-        )
+            return (f"at or above the referral threshold ({self.threshold:.1%}): consider referral / biopsy."
+                    + (" Borderline: close to the threshold." if self.borderline else ""))
+        if self.flagged:
+            return (f"below the referral threshold ({self.threshold:.1%}), but the image was flagged by the "
+                    "checks above, so this estimate cannot rule anything out.")
+        if self.borderline:
+            return (f"just below the referral threshold ({self.threshold:.1%}): borderline; the model's estimate "
+                    "does not settle this, clinical judgement decides.")
+        return (f"below the referral threshold ({self.threshold:.1%}): the model does not suggest referral; "
+                "clinical judgement prevails.")
 
     @property
     def sentence(self) -> str:
@@ -52,13 +66,66 @@ class RiskStatement:
 def risk_statements(prediction: Prediction, card: dict[str, Any]) -> list[RiskStatement]:
     """Malignant and melanoma risk against the card's referral thresholds."""
     thresholds = card.get("referral_thresholds", {})
+    flagged = bool(prediction.flags)
     return [
-        RiskStatement(task, RISK_LABELS[task], value, float(thresholds.get(task, {}).get("threshold", 0.5)), refer)
+        RiskStatement(task, RISK_LABELS[task], value, float(thresholds.get(task, {}).get("threshold", 0.5)), refer,
+                      flagged)
         for task, value, refer in (
             ("malignant", prediction.malignant, prediction.refer_malignant),
             ("melanoma", prediction.melanoma, prediction.refer_melanoma),
         )
     ]
+
+
+def top_classes(prediction: Prediction, k: int = 3) -> list[tuple[str, float]]:
+    """The k most probable classes, most probable first."""
+    return sorted(prediction.probs.items(), key=lambda kv: -kv[1])[:k]
+
+
+def headline_notes(prediction: Prediction, card: dict[str, Any]) -> list[str]:
+    """What a clinician must read with the suggested class: a close call, why the suggestion is not
+    the largest bar, and a referral that the suggested class seems to contradict."""
+    notes = []
+    (first, p1), (second, p2) = top_classes(prediction, 2)
+    if p1 - p2 < CLOSE_CALL:
+        notes.append(f"Close call: {class_label(card, first)} ({p1:.1%}) and {class_label(card, second)} ({p2:.1%}) "
+                     f"are within {CLOSE_CALL:.0%} of each other.")
+    if prediction.top != prediction.most_probable:
+        notes.append(f"{class_label(card, prediction.top)} is suggested although {class_label(card, first)} has the "
+                     f"larger probability: {class_label(card, prediction.top)} is much rarer, and its probability "
+                     "is high for a lesion of that kind (the rule that gives every diagnosis equal weight).")
+    if prediction.refer_melanoma and prediction.top != card["melanoma"]:
+        notes.append(f"Melanoma is not the suggested class, but its risk ({prediction.melanoma:.1%}) is at or above "
+                     "the referral threshold: melanoma cannot be ruled out.")
+    elif prediction.refer_malignant and prediction.top not in card["malignant"]:
+        notes.append(f"The suggested class is benign, but the malignant risk ({prediction.malignant:.1%}) is at or "
+                     "above the referral threshold: malignancy cannot be ruled out.")
+    return notes
+
+
+def calibration_text(card: dict[str, Any]) -> str:
+    """How the shown risks and the suggested class are derived (one sentence part)."""
+    cal = card.get("calibration")
+    if not cal:
+        return f"probabilities scaled by a temperature (T = {card.get('temperature', 1.0):.2f}); suggested class = argmax"
+    return (f"risks calibrated on the validation split (the class weighting of training undone, then temperature "
+            f"T = {cal['temperature']:.2f}); suggested class = the largest probability relative to the class's "
+            f"training frequency (power {cal['alpha']:.2f}), chosen for balanced accuracy on validation")
+
+
+def threshold_cost_lines(card: dict[str, Any]) -> list[str]:
+    """What each referral threshold costs, from the card's test metrics (one line per task)."""
+    test = card.get("metrics", {}).get("all_inputs", {})
+    lines = []
+    for task, entry in card.get("referral_thresholds", {}).items():
+        line = f"{task.capitalize()}: refer at risk >= {entry['threshold']:.1%}, {entry.get('how', 'from the card')}."
+        m = test.get(task)
+        if m and "ppv" in m:
+            line += (f" On the test split it catches {m['sensitivity']:.0%} of {task} lesions and flags "
+                     f"{m['nevi_referred_fraction']:.0%} of nevi ({m['referred_fraction']:.0%} of all lesions); "
+                     f"{m['ppv']:.0%} of flagged lesions are {task}.")
+        lines.append(line)
+    return lines
 
 
 def class_label(card: dict[str, Any], code: str) -> str:
@@ -117,8 +184,11 @@ def build_report(
     heatmap_caption: str,
     quality: list[str] | None = None,
     when: dt.datetime | None = None,
+    case_id: str = "",
+    filename: str = "",
 ) -> bytes:
-    """A one-case A4 PDF: image and heatmap overlay, metadata, probabilities, risks, model, date, disclaimer."""
+    """A one-case A4 PDF: identification, warnings, image and heatmap overlay, metadata, referral
+    decision, suggested class, probabilities, model, disclaimer. `case_id` matches the audit row."""
     when = when or dt.datetime.now(dt.timezone.utc)
     pdf = _Report(format="A4")
     pdf.set_title("Dermoscopy decision-support report")
@@ -128,7 +198,12 @@ def build_report(
     pdf.set_font("Helvetica", "B", 15)
     pdf.cell(0, 9, "Dermoscopy decision-support report", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", "", 9)
-    _para(pdf, f"Date: {when.strftime('%Y-%m-%d %H:%M UTC')}    Model: {card.get('name', '?')}, version {card.get('version', '?')}")
+    _para(pdf, f"Case ID: {case_id or '-'}    File: {filename or '-'}    Date: {when.strftime('%Y-%m-%d %H:%M UTC')}")
+    _para(pdf, f"Model: {card.get('name', '?')}, version {card.get('version', '?')}")
+    if quality:
+        _heading(pdf, "Warnings (read before the estimate)")
+        for message in quality:
+            _para(pdf, f"- {message}")
 
     y = pdf.get_y() + 2
     width = (pdf.epw - 6) / 2
@@ -148,24 +223,22 @@ def build_report(
     _para(pdf, f"Age: {'unknown' if age is None else f'{age:g} years'}    Sex: {meta.get('sex', 'unknown')}    "
                f"Body site: {meta.get('site', 'unknown')}")
 
-    _heading(pdf, "Estimate")
-    _para(pdf, f"Most likely class: {class_label(card, prediction.top)} ({prediction.probs[prediction.top]:.1%}).")
+    _heading(pdf, "Referral decision")
     for statement in risk_statements(prediction, card):
         _para(pdf, statement.sentence)
+    _heading(pdf, "Suggested class")
+    _para(pdf, f"{class_label(card, prediction.top)} ({prediction.probs[prediction.top]:.1%}).")
+    for note in headline_notes(prediction, card):
+        _para(pdf, note)
     pdf.ln(1)
     with pdf.table(col_widths=(95, 25), text_align=("LEFT", "RIGHT"), width=120, align="LEFT") as table:
         table.row(["Class", "Probability"])
         for code, p in sorted(prediction.probs.items(), key=lambda kv: -kv[1]):
             table.row([_latin1(f"{class_label(card, code)} ({code})"), f"{p:.1%}"])
-    if quality:
-        _heading(pdf, "Image quality warnings")
-        for message in quality:
-            _para(pdf, f"- {message}")
 
     _heading(pdf, "Model")
-    _para(pdf, f"{card.get('name', '?')} version {card.get('version', '?')}; temperature-calibrated probabilities "
-               f"(T = {float(card.get('temperature', 1.0)):.3f}).")
-    for line in metrics_lines(card) or ["The model card holds no test metrics."]:
+    _para(pdf, f"{card.get('name', '?')} version {card.get('version', '?')}; {calibration_text(card)}.")
+    for line in [*metrics_lines(card), *threshold_cost_lines(card)] or ["The model card holds no test metrics."]:
         _para(pdf, line)
 
     _heading(pdf, "Disclaimer")

@@ -69,7 +69,7 @@ def upload(at: AppTest, *files: tuple[str, bytes]) -> AppTest:
 
 
 def insist(at: AppTest) -> AppTest:
-    """Tick 'show anyway' where a quality warning withheld the output."""
+    """Tick 'show anyway' where the input gate withheld the output."""
     boxes = [c for c in at.checkbox if c.key == "diagnose_override"]
     return boxes[0].check().run() if boxes else at
 
@@ -92,11 +92,12 @@ def test_upload_fill_form_and_see_everything(page, lesion_jpeg, tmp_path):
     at = insist(upload(at, ("lesion.jpg", lesion_jpeg)))
     assert not at.exception and not at.error
     assert len(at.get("plotly_chart")) == 1
-    assert at.metric[0].label == "Most likely class"
+    assert at.metric[0].label == "Suggested class"
     risks = " ".join(m.value for m in [*at.warning, *at.info])
     assert "Malignant risk" in risks and "Melanoma risk" in risks and "referral threshold" in risks
     assert any("version" in c.value and "Model:" in c.value for c in at.caption)
-    assert len(images(at)) == 4  # as uploaded + original | heatmap | overlay
+    assert any("where" in c.value and "grid" in c.value for c in at.caption)
+    assert len(images(at)) == 5  # as uploaded + original | heatmap | overlay + colour scale
     assert {b.key for b in at.get("download_button")} >= {"diagnose_report", "diagnose_audit_csv"}
     assert audit.count(tmp_path / "audit.sqlite3") == 1
     logged = audit.read(tmp_path / "audit.sqlite3").iloc[0]
@@ -107,7 +108,7 @@ def test_upload_fill_form_and_see_everything(page, lesion_jpeg, tmp_path):
     at.selectbox(key="diagnose_cam_target").set_value("nv")
     at.slider(key="diagnose_opacity").set_value(0.8)
     at.run()
-    assert not at.exception and len(images(at)) == 4
+    assert not at.exception and len(images(at)) == 5
     assert audit.count(tmp_path / "audit.sqlite3") == 1
 
 
@@ -131,7 +132,7 @@ def test_several_images_give_a_table_and_csv(page, lesion_jpeg):
     assert not at.exception and not at.error
     table = at.dataframe[0].value
     assert list(table["file"]) == ["a.jpg", "b.jpg"]
-    assert {"top class", "malignant risk", "melanoma risk", "quality flag"} <= set(table.columns)
+    assert {"case", "suggested class", "malignant risk", "melanoma risk", "flags"} <= set(table.columns)
     assert "diagnose_csv" in {b.key for b in at.get("download_button")}
     assert at.selectbox(key="diagnose_case").value == 0
 
@@ -197,15 +198,108 @@ def test_other_colour_modes_are_converted(served, lesion_jpeg, mode):
     data = image_bytes(img, "JPEG" if mode == "CMYK" else "PNG")
     at = insist(upload(at, (f"lesion_{mode}.{'jpg' if mode == 'CMYK' else 'png'}", data)))
     assert not at.exception and not at.error
-    assert len(at.get("plotly_chart")) == 1 and len(images(at)) == 4
+    assert len(at.get("plotly_chart")) == 1 and len(images(at)) == 5
+    if mode == "L":
+        assert any("colour" in w.value for w in at.warning)
 
 
-def test_quality_warning_withholds_output_until_the_clinician_insists(page, tmp_path):
+def test_poor_quality_is_shown_with_its_reason(page, tmp_path):
     dark = image_bytes(Image.fromarray((lesion_like(np.random.default_rng(2)) * 0.1).astype(np.uint8)))
     at = upload(page, ("dark.png", dark))
     assert not at.exception
-    assert any("too dark" in w.value or "very dark" in w.value for w in at.warning)
-    assert not at.get("plotly_chart") and audit.count(tmp_path / "audit.sqlite3") == 0
-    at = insist(at)
+    assert any("very dark" in w.value and "poor quality" in w.value for w in at.warning)
     assert len(at.get("plotly_chart")) == 1 and audit.count(tmp_path / "audit.sqlite3") == 1
     assert "too dark" in audit.read(tmp_path / "audit.sqlite3").iloc[0]["quality_flags"]
+    assert "does not suggest referral" not in " ".join(m.value for m in [*at.warning, *at.info])
+
+
+def screenshot() -> bytes:
+    """An e-mail inbox as a screenshot: nothing like dermoscopy."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (1280, 800), "white")
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([0, 0, 1280, 60], fill=(32, 90, 170))
+    draw.rectangle([0, 60, 230, 800], fill=(240, 242, 245))
+    for i in range(14):
+        y = 80 + 48 * i
+        draw.text((250, y), f"Colleague {i}  Re: clinic rota for next week, please confirm", fill="black")
+        draw.line([240, y + 40, 1280, y + 40], fill=(220, 220, 220))
+    return image_bytes(img)
+
+
+def test_a_screenshot_is_withheld_and_logged(page, tmp_path):
+    at = upload(page, ("inbox.png", screenshot()))
+    assert not at.exception
+    assert any("does not look like a dermoscopic image" in e.value for e in at.error)
+    assert not at.get("plotly_chart") and not at.metric
+    rows = audit.read(tmp_path / "audit.sqlite3")
+    assert len(rows) == 1 and bool(rows.iloc[0]["withheld"])
+
+
+def _test_image(dx: str) -> bytes:
+    """A histology-confirmed test-split image of class `dx` (real data)."""
+    import pandas as pd
+
+    from tests.conftest import HAM_DIR
+
+    if not (HAM_DIR / "HAM10000_metadata.csv").is_file():
+        pytest.skip("real data not present")
+    meta = pd.read_csv(HAM_DIR / "HAM10000_metadata.csv")
+    split = pd.read_csv(Path(__file__).resolve().parent.parent / "splits" / "ham10000.csv")
+    rows = meta.merge(split, on="image_id").query("split == 'test' and dx == @dx and dx_type == 'histo'")
+    return (HAM_DIR / "images" / f"{rows['image_id'].iloc[0]}.jpg").read_bytes()
+
+
+def test_a_real_bcc_is_shown(page):
+    at = upload(page, ("bcc.jpg", _test_image("bcc")))
+    assert not at.exception and not at.error
+    assert len(at.get("plotly_chart")) == 1 and at.metric[0].label == "Suggested class"
+
+
+def test_headline_and_referral_agree(page):
+    """A melanoma whose melanoma referral fires is either headlined melanoma or says melanoma
+    cannot be ruled out: the headline never contradicts the referral box silently."""
+    at = upload(page, ("mel.jpg", _test_image("mel")))
+    assert not at.exception and not at.error
+    text = " ".join(m.value for m in [*at.warning, *at.info])
+    if "Melanoma risk" in text and "consider referral" in text.split("Melanoma risk")[1].split("**,")[1][:80]:
+        assert at.metric[0].value == "Melanoma" or "melanoma cannot be ruled out" in text
+
+
+def test_borderline_risk_is_labelled(default_bundle, tmp_path, monkeypatch, lesion_jpeg):
+    """Thresholds set just above this image's risks: both statements read BORDERLINE."""
+    import shutil
+
+    from core.bundle import read_card, write_card
+    from core.inference import Predictor
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle, bundle)
+    p = Predictor.load(bundle).predict(lesion_jpeg)
+    card = read_card(bundle)
+    card["referral_thresholds"] = {"malignant": {"threshold": p.malignant * 1.2, "how": "test"},
+                                   "melanoma": {"threshold": p.melanoma * 1.2, "how": "test"}}
+    write_card(card, bundle)
+    monkeypatch.setenv("DERMO_MODEL_DIR", str(bundle))
+    monkeypatch.setenv(audit.AUDIT_ENV, str(tmp_path / "audit.sqlite3"))
+    at = insist(upload(_fresh_page(), ("lesion.jpg", lesion_jpeg)))
+    assert not at.exception
+    assert sum("BORDERLINE" in m.value for m in at.info) == 2
+
+
+def test_one_audit_row_per_analysis_and_the_page_names_its_case_id(page, lesion_jpeg, tmp_path):
+    """Upload first, then type age, sex and site: every change is one versioned row of one case
+    (never a duplicate on a rerun), and the case shown (whose ID the PDF report carries, see
+    test_report_audit) is the newest row."""
+    db = tmp_path / "audit.sqlite3"
+    at = insist(upload(page, ("lesion.jpg", lesion_jpeg)))
+    at.number_input(key="diagnose_age").set_value(55).run()
+    at.selectbox(key="diagnose_sex").set_value("male").run()
+    at.selectbox(key="diagnose_site").set_value("back").run()
+    at.slider(key="diagnose_opacity").set_value(0.7).run()
+    rows = audit.read(db)
+    assert len(rows) == 4
+    base = rows["case_id"].iloc[-1].split("/")[0]
+    assert list(rows["case_id"]) == [f"{base}/{v}" for v in (4, 3, 2, 1)]  # newest first
+    assert any(f"Case {base}/4:" in h.value for h in at.subheader)

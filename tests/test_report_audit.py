@@ -20,6 +20,7 @@ CARD = {
     "version": "test",
     "class_names": {"mel": "Melanoma", "nv": "Melanocytic nevus"},
     "referral_thresholds": {"malignant": {"threshold": 0.3}, "melanoma": {"threshold": 0.1}},
+    "classes": ["mel", "nv"], "malignant": ["mel"], "melanoma": "mel",
     "temperature": 1.5,
     "metrics": {
         "all_inputs": {
@@ -34,7 +35,7 @@ CARD = {
 def prediction(mel: float = 0.6) -> Prediction:
     return Prediction(
         probs={"mel": mel, "nv": 1 - mel}, malignant=mel, melanoma=mel, top="mel" if mel >= 0.5 else "nv",
-        refer_malignant=mel >= 0.3, refer_melanoma=mel >= 0.1, metadata_used={"age": 55.0, "sex": "male", "site": "back"},
+        most_probable="mel" if mel >= 0.5 else "nv", refer_malignant=mel >= 0.3, refer_melanoma=mel >= 0.1, metadata_used={"age": 55.0, "sex": "male", "site": "back"},
     )
 
 
@@ -57,7 +58,9 @@ def test_pdf_report_has_every_section(rng):
 
 def test_pdf_text_content(rng):
     image = rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)
-    pdf = build_report(prediction(), CARD, image, image, "Grad-CAM overlay", [], when=dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc))
+    pdf = build_report(prediction(), CARD, image, image, "Grad-CAM overlay", ["The image is very dark."],
+                       when=dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc), case_id="C-0123abcd/2",
+                       filename="lesion 7.jpg")
     # fpdf2 compresses page streams; decompress them to read the text.
     import re
     import zlib
@@ -65,8 +68,10 @@ def test_pdf_text_content(rng):
     text = b"".join(zlib.decompress(m) for m in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S)
                     if m[:1] == b"x").decode("latin-1")
     for needle in ("tiny-papercnn", "version test", "2026-01-02", "Melanoma", "55 years", "back",
-                   "consider referral / biopsy", "balanced accuracy 0.710", "Decision support only"):
+                   "consider referral / biopsy", "balanced accuracy 0.710", "Decision support only",
+                   "Case ID: C-0123abcd/2", "lesion 7.jpg"):
         assert needle in text, needle
+    assert text.index("very dark") < text.index("Referral decision") < text.index("Suggested class")
 
 
 def test_audit_write_read_and_wal(tmp_path):
@@ -111,3 +116,26 @@ def test_audit_record_survives_a_crash_right_after_the_write(tmp_path):
     assert audit.read(db).iloc[0]["image_sha256"] == "cd" * 32
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_audit_overview_leads_with_what_a_clinician_reads(tmp_path):
+    db = tmp_path / "audit.sqlite3"
+    audit.write("ef" * 32, {}, {"top": "bcc", "malignant": 0.7, "melanoma": 0.1}, "m", "1", ["blurry"], path=db,
+                case_id="C-00000001/1", withheld=False)
+    view = audit.overview(audit.read(db))
+    assert list(view.columns[:7]) == ["time_utc", "case_id", "suggested class", "malignant risk", "melanoma risk",
+                                      "flags", "withheld"]
+    assert view.iloc[0]["suggested class"] == "bcc" and view.iloc[0]["flags"] == "blurry"
+
+
+def test_an_older_audit_database_gains_the_new_columns(tmp_path):
+    db = tmp_path / "old.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE predictions (id INTEGER PRIMARY KEY AUTOINCREMENT, time_utc TEXT NOT NULL, "
+                     "image_sha256 TEXT NOT NULL, metadata TEXT NOT NULL, outputs TEXT NOT NULL, model_name TEXT NOT "
+                     "NULL, model_version TEXT NOT NULL, quality_flags TEXT NOT NULL)")
+        conn.execute("INSERT INTO predictions VALUES (1, 't', 'x', '{}', '{}', 'm', '1', '[]')")
+    audit.write("ab" * 32, {}, {}, "m", "1", [], path=db, case_id="C-1/1", withheld=True)
+    rows = audit.read(db)
+    assert len(rows) == 2 and rows.iloc[0]["case_id"] == "C-1/1" and rows.iloc[0]["withheld"] == 1
+    assert rows.iloc[1]["case_id"] == ""

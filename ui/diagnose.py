@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from typing import Any
 
 import pandas as pd
@@ -14,18 +15,29 @@ from core.diagnose import Case, Upload, analyse, audit_outputs, cam_map, decode,
 from core.errors import InputError
 from core.inference import Predictor
 from core.metadata import UNKNOWN
-from core.report import DISCLAIMER, build_report, class_label, metrics_lines, risk_statements
+from core.report import (
+    DISCLAIMER,
+    build_report,
+    class_label,
+    headline_notes,
+    metrics_lines,
+    risk_statements,
+    threshold_cost_lines,
+    top_classes,
+)
 
 log = logging.getLogger(__name__)
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "dcm", "dicom"]
+TYPES_TEXT = "JPEG, PNG or DICOM (.jpg, .jpeg, .png, .dcm, .dicom)"
 SEX_OPTIONS = [UNKNOWN, "female", "male"]
 _STATE = "diagnose_state"  # session-scoped caches: decoded uploads, analyses, CAMs, audited keys
 
 
 def _state() -> dict[str, dict]:
     if _STATE not in st.session_state:
-        st.session_state[_STATE] = {"uploads": {}, "cases": {}, "cams": {}, "audited": set(), "prefilled": set()}
+        st.session_state[_STATE] = {"uploads": {}, "cases": {}, "cams": {}, "audited": set(), "prefilled": set(),
+                                    "case_ids": {}, "versions": {}}
     return st.session_state[_STATE]
 
 
@@ -38,7 +50,7 @@ def upload_limit_mb() -> int:
 def uploads(predictor: Predictor) -> list[tuple[str, Upload]]:
     """The uploader; returns (file id, decoded upload) for each good file, with an error shown for each bad one."""
     files = st.file_uploader(
-        "Dermoscopic image(s): JPEG, PNG or DICOM",
+        f"Dermoscopic image(s): {TYPES_TEXT}",
         type=UPLOAD_TYPES,
         accept_multiple_files=True,
         key="diagnose_upload",
@@ -82,7 +94,7 @@ def _prefill(files: list[tuple[str, Upload]]) -> None:
         done.add(file_id)
         meta = upload.dicom_metadata
         if "age" in meta:
-            st.session_state["diagnose_age"] = float(meta["age"])
+            st.session_state["diagnose_age"] = int(round(float(meta["age"])))
         if "sex" in meta:
             st.session_state["diagnose_sex"] = meta["sex"]
         if "site" in meta:
@@ -99,7 +111,7 @@ def metadata_form(predictor: Predictor, files: list[tuple[str, Upload]]) -> dict
         "With several images, the metadata applies to all of them (one patient)."
     )
     cols = st.columns(3)
-    age = cols[0].number_input("Age (years)", value=None, step=1.0, format="%.0f", key="diagnose_age",
+    age = cols[0].number_input("Age (years)", value=None, min_value=0, max_value=120, step=1, key="diagnose_age",
                                placeholder="unknown")
     sex = cols[1].selectbox("Sex", SEX_OPTIONS, key="diagnose_sex")
     site = cols[2].selectbox("Body site", [UNKNOWN, *predictor.encoder.accepted_sites], key="diagnose_site")
@@ -135,42 +147,56 @@ def analyse_all(predictor: Predictor, files: list[tuple[str, Upload]], meta: dic
     return cases
 
 
-def record(predictor: Predictor, case: Case) -> None:
-    """Write the case to the audit log once per session (reruns of the page do not duplicate it)."""
+def case_id(predictor: Predictor, file_id: str, case: Case) -> str:
+    """'C-1a2b3c4d/2': one ID per uploaded image in this session, versioned each time its metadata
+    (or the model) changes; the PDF report and the audit row carry the same ID."""
+    state = _state()
     meta = case.prediction.metadata_used
-    key = (case.upload.sha256, meta["age"], meta["sex"], meta["site"], predictor.name)
+    key = (file_id, meta["age"], meta["sex"], meta["site"], predictor.name)
+    if key not in state["case_ids"]:
+        base = state["versions"].setdefault(file_id, [f"C-{uuid.uuid4().hex[:8]}", 0])
+        base[1] += 1
+        state["case_ids"][key] = f"{base[0]}/{base[1]}"
+    return state["case_ids"][key]
+
+
+def record(predictor: Predictor, file_id: str, case: Case, withheld: bool) -> None:
+    """Write the analysis to the audit log once (reruns of the page do not duplicate it); a
+    withheld result is logged too, marked so."""
+    name = case_id(predictor, file_id, case)
     audited = _state()["audited"]
-    if key in audited:
+    if name in audited:
         return
     try:
-        audit.write(case.upload.sha256, meta, audit_outputs(case), predictor.name,
-                    str(predictor.card.get("version", "?")), case.quality.flags)
-        audited.add(key)
+        audit.write(case.upload.sha256, case.prediction.metadata_used, audit_outputs(case), predictor.name,
+                    str(predictor.card.get("version", "?")), case.quality.flags, case_id=name, withheld=withheld)
+        audited.add(name)
     except Exception:  # the clinician still sees the output; the failure is logged loudly
         log.exception("audit write failed")
-        st.warning("This result could not be written to the audit log.")
+        st.warning("This result could not be written to the audit log: it is shown, but it was not logged.")
 
 
 # -- several images -------------------------------------------------------------------------
 def override_checkbox(cases: list[tuple[str, Case]]) -> bool:
-    flagged = [c for _, c in cases if not c.quality.ok]
-    if not flagged:
-        return True
+    if not any(c.quality.withheld for _, c in cases):
+        return False
     return st.checkbox(
-        "Show the output for images with quality warnings anyway", value=False, key="diagnose_override",
-        help="The estimate for these images is less reliable.",
+        "Show the estimate for images that do not look dermoscopic anyway", value=False, key="diagnose_override",
+        help="Only if you are sure the image is a dermoscopic image of a skin lesion: the model was not made "
+             "for anything else, and its output on other images means nothing.",
     )
 
 
 def results_table(predictor: Predictor, cases: list[tuple[str, Case]], override: bool) -> None:
     rows = []
-    for _, case in cases:
-        row = results_row(case)
-        if not case.quality.ok and not override:
-            row.update({k: None for k in ("top class", "top probability", "malignant risk", "melanoma risk")})
-            row["consider referral"] = "withheld (quality)"
-        else:
-            record(predictor, case)
+    for file_id, case in cases:
+        withheld = case.quality.withheld and not override
+        record(predictor, file_id, case, withheld)
+        row = {"case": case_id(predictor, file_id, case), **results_row(case)}
+        if withheld:
+            row.update({k: None for k in ("suggested class", "suggested class probability", "malignant risk",
+                                          "melanoma risk")})
+            row["consider referral"] = "withheld: not a dermoscopic image"
         rows.append(row)
     frame = pd.DataFrame(rows)
     st.subheader(f"Results for {len(rows)} images")
@@ -188,14 +214,41 @@ def choose_case(cases: list[tuple[str, Case]]) -> tuple[str, Case]:
 
 
 # -- one case -------------------------------------------------------------------------------
-def quality_gate(case: Case, override: bool) -> bool:
-    """Warn about quality flags; True when the output may be shown."""
-    if case.quality.ok:
-        return True
-    st.warning("**Image quality warning** - " + " ".join(case.quality.messages))
-    if not override:
-        st.info("The output for this image is withheld. Tick 'Show the output ... anyway' above to see it.")
-    return override
+def checks_banner(case: Case, override: bool) -> bool:
+    """The image checks' outcome, before anything else; True when the estimate may be shown."""
+    report = case.quality
+    if report.withheld:
+        st.error("**Not shown: this does not look like a dermoscopic image of a skin lesion.** "
+                 + " ".join(report.messages))
+        if not override:
+            st.info("No estimate is shown for it. If it is a dermoscopic image, tick 'Show the estimate ... anyway' "
+                    "above.")
+        return override
+    if report.flags:
+        st.warning(f"**Caution ({report.grade})** - " + " ".join(report.messages))
+    return True
+
+
+def referral_box(predictor: Predictor, case: Case) -> None:
+    """The referral decision for malignant and for melanoma: what the clinician reads first."""
+    st.markdown("#### Referral decision")
+    for statement in risk_statements(case.prediction, predictor.card):
+        label = f"{statement.label}: {statement.value:.1%}" + (" - BORDERLINE" if statement.borderline else "")
+        show = st.warning if statement.refer else st.info
+        show(f"**{label}**, {statement.advice}", icon="⚠️" if statement.refer else "ℹ️")
+
+
+def summary(predictor: Predictor, case: Case) -> None:
+    p = case.prediction
+    referral_box(predictor, case)
+    st.metric("Suggested class", class_label(predictor.card, p.top), f"{p.probs[p.top]:.1%}", delta_color="off")
+    st.markdown("Most probable classes: " + "; ".join(
+        f"{class_label(predictor.card, code)} {prob:.1%}" for code, prob in top_classes(p)))
+    for note in headline_notes(p, predictor.card):
+        st.info(note)
+    st.caption("Suggested class: each probability weighed against how common that diagnosis is, so that rare "
+               "diagnoses are not always outvoted by nevi. " + " ".join(threshold_cost_lines(predictor.card)))
+    st.caption(f"Model: {predictor.name}, version {predictor.card.get('version', '?')}. {DISCLAIMER}")
 
 
 def probability_chart(predictor: Predictor, case: Case) -> None:
@@ -205,51 +258,63 @@ def probability_chart(predictor: Predictor, case: Case) -> None:
     fig = go.Figure(go.Bar(x=[p for _, p in probs], y=names, orientation="h", marker_color=colours,
                            text=[f"{p:.1%}" for _, p in probs], textposition="outside"))
     fig.update_layout(xaxis=dict(range=[0, 1.15], tickformat=".0%", title="probability (calibrated)"),
-                      height=300, margin=dict(l=10, r=10, t=30, b=10), title="Class probabilities (red: malignant)")
+                      height=300, margin=dict(l=10, r=10, t=50, b=10), title="Class probabilities (red: malignant)")
     st.plotly_chart(fig, key="diagnose_chart", config={"displayModeBar": False})
 
 
-def summary(predictor: Predictor, case: Case) -> None:
-    p = case.prediction
-    top = p.probs[p.top]
-    st.metric("Most likely class", class_label(predictor.card, p.top))
-    st.markdown(f"Probability **{top:.1%}**" + (
-        " - the model is uncertain: no class reaches 50 %; weigh the risks below and your own assessment."
-        if top < 0.5 else ""))
-    for statement in risk_statements(p, predictor.card):
-        show = st.warning if statement.refer else st.info
-        show(f"**{statement.label}: {statement.value:.1%}**, {statement.advice}", icon="⚠️" if statement.refer else "ℹ️")
-    st.caption(f"Model: {predictor.name}, version {predictor.card.get('version', '?')}. {DISCLAIMER}")
+def default_target(case: Case, melanoma: str) -> str:
+    """The heatmap's default class: melanoma when its referral flag fires, else the suggested class."""
+    return melanoma if case.prediction.refer_melanoma else case.prediction.top
+
+
+def _cam(predictor: Predictor, file_id: str, case: Case, target: str, method: str) -> Any:
+    cams = _state()["cams"]
+    key = (file_id, tuple(case.prediction.metadata_used.values()), target, method)
+    if key not in cams:
+        with st.spinner(f"Computing {method} for {class_label(predictor.card, target)}..."):
+            cams[key] = cam_map(predictor, case, target, method)
+        for stale in [k for k in cams if k[:2] != key[:2]]:  # keep only this case's maps
+            del cams[stale]
+    return cams[key]
 
 
 def heatmap_section(predictor: Predictor, file_id: str, case: Case) -> tuple[str, Any]:
-    """Target class, method and opacity controls, then original | heatmap | overlay."""
+    """Target class, method and opacity controls, then original | heatmap | overlay with its colour
+    scale; returns the report's overlay (always for the headline class) and its caption."""
     st.subheader("Where the model looked")
     state = _state()
-    if state.get("cam_case") != file_id:  # a new case: the target class defaults to its top class
-        state["cam_case"] = file_id
-        st.session_state["diagnose_cam_target"] = case.prediction.top
+    headline = default_target(case, predictor.card["melanoma"])
+    if state.get("cam_case") != (file_id, headline):  # a new case: the target defaults to its headline class
+        state["cam_case"] = (file_id, headline)
+        st.session_state["diagnose_cam_target"] = headline
     cols = st.columns(3)
     target = cols[0].selectbox("Target class", predictor.classes, key="diagnose_cam_target",
                                format_func=lambda c: class_label(predictor.card, c))
     method = cols[1].selectbox("Method", list(heatmap.CAM_METHODS), key="diagnose_cam_method")
     opacity = cols[2].slider("Overlay opacity", 0.0, 1.0, 0.4, 0.05, key="diagnose_opacity")
-    if method in heatmap.CLASS_AGNOSTIC:
-        st.caption(f"{method} is class-agnostic: it shows the dominant activation pattern, whatever the target class.")
-    key = (file_id, tuple(case.prediction.metadata_used.values()), target, method)
-    if key not in state["cams"]:
-        with st.spinner(f"Computing {method}..."):
-            state["cams"] = {key: cam_map(predictor, case, target, method)}  # keep only the current map
-    panels = heatmap.panels(case.array, state["cams"][key], opacity)
+    panels = heatmap.panels(case.array, _cam(predictor, file_id, case, target, method), opacity)
     captions = ["Original", f"{method} heatmap: {class_label(predictor.card, target)}", "Overlay"]
     for col, image, caption in zip(st.columns(3), panels.as_list(), captions):
         col.image(image, caption=caption, width="stretch")
-    return f"{method} overlay for {class_label(predictor.card, target)}", panels
+    st.image(heatmap.colour_bar(), caption="Colour scale: blue 0 ... red 1 = this map's own maximum", width=300)
+    rows, cols_ = grid(predictor)
+    st.caption(f"The map shows **where** the model looked for {class_label(predictor.card, target)}, not how "
+               f"likely it is: every map is scaled to its own maximum, so a class of 1% also gets a red spot. "
+               f"It is computed on the last convolutional layer's {rows}x{cols_} grid and smoothed to the image, "
+               "so it points at regions, not at single dermoscopic structures."
+               + (f" {method} is class-agnostic: the same map for every target class."
+                  if method in heatmap.CLASS_AGNOSTIC else ""))
+    report_panels = panels if target == headline else heatmap.panels(
+        case.array, _cam(predictor, file_id, case, headline, method), 0.4)
+    return f"{method} overlay for {class_label(predictor.card, headline)}", report_panels
 
 
-def report_button(predictor: Predictor, case: Case, caption: str, overlay: Any) -> None:
+def report_button(predictor: Predictor, file_id: str, case: Case, caption: str, overlay: Any) -> None:
+    name = case_id(predictor, file_id, case)
+
     def make() -> bytes:
-        return build_report(case.prediction, predictor.card, case.array, overlay, caption, case.quality.messages)
+        return build_report(case.prediction, predictor.card, case.array, overlay, caption, case.quality.messages,
+                            case_id=name, filename=case.upload.filename)
 
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M")
     st.download_button("Download the PDF report", make, file_name=f"dermoscopy-report-{stamp}.pdf",
@@ -257,28 +322,40 @@ def report_button(predictor: Predictor, case: Case, caption: str, overlay: Any) 
 
 
 def case_view(predictor: Predictor, file_id: str, case: Case, override: bool) -> None:
-    st.subheader(f"Case: {case.upload.filename}")
-    if not quality_gate(case, override):
+    st.subheader(f"Case {case_id(predictor, file_id, case)}: {case.upload.filename}")
+    shown = checks_banner(case, override)
+    record(predictor, file_id, case, withheld=not shown)
+    if not shown:
         st.image(case.upload.image, caption="As uploaded", width=300)
         return
-    record(predictor, case)
     left, right = st.columns([2, 3])
     left.image(case.upload.image, caption="As uploaded (EXIF orientation applied)", width="stretch")
     with right:
         summary(predictor, case)
     probability_chart(predictor, case)
     caption, panels = heatmap_section(predictor, file_id, case)
-    report_button(predictor, case, caption, panels.overlay)
+    report_button(predictor, file_id, case, caption, panels.overlay)
 
 
 # -- audit log ------------------------------------------------------------------------------
 def audit_log_section() -> None:
     with st.expander(f"Audit log ({audit.count()} records)"):
-        st.caption(f"Time, image sha256, metadata, outputs, model and quality flags; never the image. "
-                   f"Database: {audit.db_path()}")
-        st.dataframe(audit.read(limit=200), hide_index=True, key="diagnose_audit_table")
-        st.download_button("Export the audit log (CSV)", lambda: audit.read().to_csv(index=False).encode(),
+        st.caption(f"Time, case ID, suggested class, risks and flags, then the image's sha256, metadata, outputs "
+                   f"and model; never the image. Database: {audit.db_path()}")
+        st.dataframe(audit.overview(audit.read(limit=200)), hide_index=True, key="diagnose_audit_table")
+        st.download_button("Export the audit log (CSV)",
+                           lambda: audit.overview(audit.read()).to_csv(index=False).encode(),
                            file_name="audit_log.csv", mime="text/csv", key="diagnose_audit_csv", on_click="ignore")
+
+
+@st.cache_resource
+def _grid(_predictor: Predictor, name: str) -> tuple[int, int]:
+    return heatmap.grid_shape(_predictor.model, tuple(_predictor.card["input"]["size"]))
+
+
+def grid(predictor: Predictor) -> tuple[int, int]:
+    """The CAM layer's grid for this model (computed once per model)."""
+    return _grid(predictor, predictor.name)
 
 
 def model_facts(predictor: Predictor) -> None:

@@ -1,4 +1,7 @@
-"""Cached loaders for the Model performance page (the comparison study's results)."""
+"""The Model performance page's sections and its cached loader (the comparison study's results).
+
+Every section reads stored aggregates from the card (or the comparison JSON): no dataset needed.
+"""
 from __future__ import annotations
 
 import json
@@ -6,10 +9,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
+from core import performance_figures as pf
 from core.config import REPO_ROOT
 from core.errors import InputError
+from core.report import calibration_text, threshold_cost_lines
 
 #: Environment variable naming the comparison study's results file.
 COMPARISON_ENV = "DERMO_COMPARISON"
@@ -34,3 +40,158 @@ def get_comparison() -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return _read(str(path), path.stat().st_mtime)
+
+
+LIMITATIONS = (
+    "**Known limitations.**\n"
+    "- HAM10000 comes mostly from fair-skinned patients in Austria and Australia: performance on darker "
+    "skin types is unknown.\n"
+    "- Sites and ages follow those clinics' referral patterns: acral, mucosal and childhood lesions are rare.\n"
+    "- Training images are 200x150 pixels: fine dermoscopic structures visible at full resolution are lost.\n"
+    "- Seven diagnoses only: a lesion of any other kind (e.g. squamous cell carcinoma, Merkel cell "
+    "carcinoma) will still receive one of these seven labels.\n"
+    "- About half the benign diagnoses rest on follow-up or consensus, not histopathology.\n"
+    "- On images from other clinics the model ranks lesions less well than on its own test split: check it on "
+    "your own images (Validate page) before relying on it.\n"
+    "- Data licence CC BY-NC 4.0: not for commercial use."
+)
+
+
+def model_card_section(card: dict[str, Any]) -> None:
+    data = card.get("data", {})
+    st.header(f"Model card: {card.get('name', '?')}, version {card.get('version', '?')}")
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Intended use.** " + card.get("intended_use", "Decision support for trained clinicians."))
+        spec, size = card.get("model", {}), card.get("input", {}).get("size", ["?", "?"])
+        flip = " averaged with its mirror image" if card.get("input", {}).get("flip_average") else ""
+        st.markdown(
+            f"**Model.** Backbone `{spec.get('backbone', '?')}` "
+            f"({'ImageNet-pretrained' if spec.get('pretrained') else 'trained from scratch'}), "
+            f"{'image + age, sex and body site' if spec.get('use_metadata') else 'image only'}; input "
+            f"{size[1]}x{size[0]} pixels{flip}; {calibration_text(card)}."
+        )
+        st.markdown(f"**Training data.** {data.get('source', 'HAM10000')}. Licence: **{data.get('licence', '?')}** "
+                    "(non-commercial use only; the model inherits this restriction).")
+        st.markdown(f"**Split.** {data.get('split_method', '?')}: images of one lesion are never in two splits.")
+        if data.get("counts"):
+            st.dataframe(pd.DataFrame(data["counts"]).T.assign(total=lambda f: f.sum(axis=1)), key="perf_counts")
+    with right:
+        st.markdown(LIMITATIONS)
+        if card.get("referral_thresholds"):
+            st.markdown("**Referral thresholds used by the Diagnose page, and what they cost:**")
+            st.markdown("\n".join(f"- {line}" for line in threshold_cost_lines(card)))
+
+
+def test_metrics_section(card: dict[str, Any]) -> None:
+    test, agg = card["metrics"]["all_inputs"], card["metrics"].get("aggregates") or {}
+    names = card.get("class_names", {})
+    st.header("Test metrics")
+    ci = agg.get("ci95", {})
+    st.caption(f"Lesion-grouped test split: {test['n_images']} images of {test['n_lesions']} lesions never seen in "
+               "training. 95% intervals resample whole lesions (1,000 bootstrap draws). Classes by the suggested-"
+               "class rule the Diagnose page uses.")
+    headline = [
+        ("Accuracy", test["accuracy"], ci.get("accuracy")),
+        ("Balanced accuracy", test["balanced_accuracy"], ci.get("balanced_accuracy")),
+        ("Melanoma AUROC", test["melanoma"]["auroc"], test["melanoma"].get("auroc_ci95")),
+        ("Malignant AUROC", test["malignant"]["auroc"], test["malignant"].get("auroc_ci95")),
+    ]
+    for col, (label, value, interval) in zip(st.columns(4), headline):
+        col.metric(label, f"{value:.3f}")
+        if interval:
+            col.caption(pf.ci_text(interval))
+    st.dataframe(pf.per_class_table(test, agg, names), hide_index=True, key="perf_per_class")
+    withheld = card["metrics"].get("metadata_withheld")
+    if withheld:
+        st.caption(f"With all metadata withheld: balanced accuracy {withheld['balanced_accuracy']:.3f}, melanoma "
+                   f"AUROC {withheld['melanoma']['auroc']:.3f}, malignant AUROC {withheld['malignant']['auroc']:.3f}.")
+    normalise = st.radio("Confusion matrix", ["Counts", "Row-normalised"], horizontal=True, key="perf_confusion_mode")
+    st.plotly_chart(pf.confusion_figure(test["confusion_matrix"], card["classes"], normalise == "Row-normalised"),
+                    key="perf_confusion")
+    if card.get("history"):
+        st.subheader("Training curves")
+        st.plotly_chart(pf.history_figure(card["history"]), key="perf_history")
+        best = card.get("training", {}).get("best_epoch")
+        if best:
+            st.caption(f"The weights are those of epoch {best}, the lowest validation loss.")
+
+
+def curves_section(agg: dict[str, Any]) -> None:
+    st.subheader("ROC and precision-recall curves")
+    for task in ("melanoma", "malignant"):
+        if agg["curves"].get(task):
+            st.plotly_chart(pf.roc_pr_figure(agg["curves"][task], task), key=f"perf_curves_{task}")
+
+
+def operating_point_section(card: dict[str, Any], agg: dict[str, Any]) -> None:
+    st.header("Operating point: sensitivity for malignant lesions")
+    rows, test = agg["operating_points"].get("malignant", []), card["metrics"]["all_inputs"]
+    malignant = card.get("referral_thresholds", {}).get("malignant", {})
+    if rows:
+        target = st.slider("Target sensitivity for malignant lesions", 0.50, 1.00, 0.90, 0.01,
+                           key="perf_target_sensitivity")
+        chosen = pf.operating_point(rows, target)
+        c = st.columns(4)
+        c[0].metric("Threshold", f"{chosen['threshold']:.3f}")
+        c[1].metric("Sensitivity", f"{chosen['sensitivity']:.3f}")
+        c[2].metric("Specificity", f"{chosen['specificity']:.3f}")
+        c[3].metric("Share of cases referred", f"{chosen['referred_fraction']:.1%}")
+        st.plotly_chart(pf.operating_figure(rows, chosen, malignant.get("threshold")), key="perf_operating")
+        st.caption(
+            "These thresholds are read off the test split itself, so they describe the trade-off rather than a rule. "
+            f"The threshold the Diagnose page uses was fixed beforehand ({malignant.get('how', 'see the card')}); on "
+            f"the test split it gives sensitivity {test['malignant']['sensitivity']:.3f} and specificity "
+            f"{test['malignant']['specificity']:.3f}."
+        )
+    sens80 = agg.get("sensitivity_at_80_specificity", {}).get("malignant")
+    if sens80:
+        st.caption(f"At 80% specificity the malignant sensitivity is {sens80['sensitivity']:.3f}.")
+
+
+def calibration_section(agg: dict[str, Any]) -> None:
+    st.header("Calibration")
+    st.markdown("Does a stated risk of 30% mean that 30 of 100 such lesions are malignant? Each point groups test "
+                "images by stated risk; on the diagonal, stated and observed agree. ECE = expected calibration "
+                "error, the average gap weighted by the number of images.")
+    for col, risk in zip(st.columns(3), ("malignant", "melanoma", "top")):
+        col.plotly_chart(pf.reliability_figure(agg["reliability"], risk), key=f"perf_reliability_{risk}")
+
+
+def subgroups_section(agg: dict[str, Any]) -> None:
+    st.header("Subgroups")
+    subgroups = agg.get("subgroups")
+    if not subgroups:
+        st.info("No subgroup table in this card (it needs the test frame: run `make card`).")
+        return
+    variable = st.selectbox("Subgroups by", ["sex", "age band", "body site", "diagnosis confirmation"],
+                            key="perf_subgroup_by")
+    metric = st.selectbox("Metric", list(pf.SUBGROUP_METRICS), format_func=lambda m: pf.SUBGROUP_COLUMNS[m],
+                          key="perf_subgroup_metric")
+    st.plotly_chart(pf.subgroup_figure(subgroups, variable, metric), key="perf_subgroup_chart")
+    st.dataframe(pf.subgroup_table(subgroups, variable), hide_index=True, key="perf_subgroup_table")
+    st.caption(f"Bars and brackets: 95% lesion-bootstrap intervals. Grey bars and 'few positives': the metric rests "
+               f"on fewer than {pf.MIN_POSITIVES} positive lesions and can swing widely. 'not defined': e.g. AUROC "
+               "in a group without a malignant lesion.")
+
+
+def comparison_section() -> None:
+    st.header("Comparison with the papers' models")
+    try:
+        comparison = get_comparison()
+    except InputError as exc:
+        st.error(str(exc))
+        return
+    if comparison is None:
+        st.info(f"The comparison study has not been run here yet ({comparison_path().name} is missing): "
+                "`make compare`.")
+        return
+    st.caption(comparison.get("description", ""))
+    st.dataframe(pf.comparison_table(comparison), hide_index=True, key="perf_comparison")
+    figure = pf.comparison_figure(comparison)
+    if figure is not None:
+        st.plotly_chart(figure, key="perf_comparison_chart")
+        st.caption("Points: test-split estimates; bars: lesion-bootstrap 95% intervals. Where the bars "
+                   "overlap, this test split cannot tell the models apart.")
+    for note in comparison.get("notes", []):
+        st.markdown(f"- {note}")
