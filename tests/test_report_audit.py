@@ -139,3 +139,16 @@ def test_an_older_audit_database_gains_the_new_columns(tmp_path):
     rows = audit.read(db)
     assert len(rows) == 2 and rows.iloc[0]["case_id"] == "C-1/1" and rows.iloc[0]["withheld"] == 1
     assert rows.iloc[1]["case_id"] == ""
+
+
+def test_headline_notes_never_let_the_headline_contradict_the_referral():
+    from core.report import headline_notes
+
+    card = {**CARD, "class_names": {"mel": "Melanoma", "nv": "Melanocytic nevus"}}
+    p = Prediction(probs={"mel": 0.32, "nv": 0.68}, malignant=0.32, melanoma=0.32, top="nv", most_probable="nv",
+                   refer_malignant=True, refer_melanoma=True)
+    assert any("melanoma cannot be ruled out" in n for n in headline_notes(p, card))
+    close = Prediction(probs={"mel": 0.47, "nv": 0.53}, malignant=0.47, melanoma=0.47, top="mel", most_probable="nv",
+                       refer_malignant=True, refer_melanoma=True)
+    notes = " ".join(headline_notes(close, card))
+    assert "Close call" in notes and "larger probability" in notes and "cannot be ruled out" not in notes
