@@ -371,6 +371,18 @@ def performance_aggregates(
     return out
 
 
+def split_logits(model: FusionNet, card: dict[str, Any], dataset: LesionDataset) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+    """Logits for every image of a split, as the Predictor computes them (flip averaging as the card
+    says): "all_inputs", and for a fusion model "metadata_withheld" (the head re-run on the same
+    cached image features with every field unknown). Returns (views, labels)."""
+    feats, meta, labels = extract(model, dataset, flip_average(card))
+    views = {"all_inputs": head_logits(model, feats, meta if model.meta is not None else None)}
+    if model.meta is not None:
+        unknown = torch.as_tensor(np.repeat(dataset.encoder.unknown()[None], len(labels), 0))
+        views["metadata_withheld"] = head_logits(model, feats, unknown)
+    return views, labels
+
+
 def evaluate_model(
     model: FusionNet,
     card: dict[str, Any],
@@ -378,17 +390,17 @@ def evaluate_model(
     frame: pd.DataFrame,
     n_boot: int = 1000,
 ) -> dict[str, Any]:
-    """Test metrics on all the model's inputs (the image, plus the metadata for a fusion model), with
-    all metadata withheld (fusion only: the head re-run on the same cached image features), calibration before/after T, and the page's aggregates. `frame` is row-aligned
-    with `dataset`: its lesion ids drive the bootstrap, its columns the subgroups."""
+    """Test metrics on all the model's inputs (the image, plus the metadata for a fusion model) and
+    with all metadata withheld (fusion only), calibration of the top class and of both risks before
+    and after the card's calibration, and the page's aggregates. `frame` is row-aligned with
+    `dataset`: its lesion ids drive the bootstrap, its columns the subgroups."""
     groups = frame["group_id"].to_numpy()
-    feats, meta, labels = extract(model, dataset, flip_average(card))
+    views, labels = split_logits(model, card, dataset)
     calib = Calibration.from_card(card)
-    logits = head_logits(model, feats, meta if model.meta is not None else None)
+    logits = views["all_inputs"]
     probs = calib.probs(logits)
     bins = reliability(logits, labels, card)
     result = {
-        "all_inputs": compute_metrics(probs, labels, groups, card, n_boot),
         "calibration": {
             **{k: v for k, v in calib.to_card().items() if k in ("temperature", "alpha")},
             **{f"ece_{risk}_{when}": ece_from_bins(bins[risk][when])
@@ -398,11 +410,27 @@ def evaluate_model(
         },
         "aggregates": performance_aggregates(logits, labels, groups, card, frame, n_boot),
     }
-    if model.meta is not None:
-        unknown = torch.as_tensor(np.repeat(dataset.encoder.unknown()[None], len(labels), 0))
-        probs_u = calib.probs(head_logits(model, feats, unknown))
-        result["metadata_withheld"] = compute_metrics(probs_u, labels, groups, card, n_boot)
+    for view, view_logits in views.items():
+        result[view] = compute_metrics(calib.probs(view_logits), labels, groups, card, n_boot)
     return result
+
+
+def paired_difference(
+    statistic_a: Callable[[np.ndarray], float], statistic_b: Callable[[np.ndarray], float], groups: np.ndarray,
+    n_boot: int = 1000, seed: int = SEED,
+) -> tuple[float, float, float]:
+    """statistic_a - statistic_b on the same images, with a paired lesion-bootstrap 95% interval:
+    both are re-scored on each resample of lesions, so the interval is of the difference itself.
+    Each statistic scores one model's outputs on the given row indices."""
+    every = np.arange(len(groups))
+    diff = statistic_a(every) - statistic_b(every)
+
+    def resample(pick: np.ndarray) -> float | None:
+        left, right = statistic_a(pick), statistic_b(pick)
+        return None if np.isnan(left) or np.isnan(right) else left - right
+
+    lo, hi = bootstrap_ci(resample, groups, n_boot, seed)
+    return float(diff), lo, hi
 
 
 def summary_lines(metrics: dict[str, Any]) -> list[str]:

@@ -104,10 +104,40 @@ def test_subgroup_metrics_counts_and_values() -> None:
         "age_missing": [False, False, False, True], "site": ["back"] * 4,
         "dx_type": ["histo"] * 4, "group_id": ["a", "a", "b", "c"],
     })
-    rows = {(r["variable"], r["group"]): r for r in subgroup_metrics(probs, labels, frame, card())}
+    rows = {(r["variable"], r["group"]): r for r in subgroup_metrics(probs, labels, frame, card(), n_boot=50)}
     male, female = rows[("sex", "male")], rows[("sex", "female")]
     assert (male["n_images"], male["n_lesions"], male["melanoma"]) == (2, 1, 1)
     assert male["accuracy"] == 1.0 and male["malignant_sensitivity"] == 1.0
     assert female["accuracy"] == 0.5 and female["malignant_sensitivity"] == 0.0
     assert rows[("age band", "unknown")]["n_images"] == 1
     assert rows[("body site", "back")]["n_images"] == 4
+
+
+def test_subgroup_rows_carry_intervals() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, len(config.CLASSES), 300)
+    probs = rng.dirichlet(np.ones(len(config.CLASSES)), 300)
+    frame = pd.DataFrame({"sex": rng.choice(["male", "female"], 300), "age": 50.0, "age_missing": False,
+                          "site": "back", "dx_type": "histo", "group_id": np.arange(300) // 2})
+    rows = subgroup_metrics(probs, labels, frame, card(), n_boot=50)
+    for row in rows:
+        lo, hi = row["balanced_accuracy_ci95"]
+        assert lo <= row["balanced_accuracy"] <= hi and hi - lo > 0
+
+
+def test_paired_difference_by_construction() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from core.evaluate import paired_difference
+
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 2, 400)
+    good, noisy = truth + rng.normal(0, 0.5, 400), truth + rng.normal(0, 2.0, 400)
+    groups = np.arange(400) // 2
+
+    def auc(score: np.ndarray):
+        return lambda rows: roc_auc_score(truth[rows], score[rows]) if 0 < truth[rows].sum() < len(rows) else float("nan")
+
+    diff, lo, hi = paired_difference(auc(good), auc(noisy), groups, n_boot=200)
+    assert 0 < lo < diff < hi
+    assert paired_difference(auc(good), auc(good), groups, n_boot=50) == (0.0, 0.0, 0.0)
