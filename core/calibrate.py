@@ -4,8 +4,8 @@
 
 Training runs this at its end; the command re-fits a bundle in place (for a bundle trained
 before calibration existed, or after changing how it is done). Writes the card's
-"calibration" (core.calibration), "referral_thresholds" and the input's "flip_average", and
-prints what it chose on validation. The test split is never read here.
+"calibration" (core.calibration), "referral_thresholds", the input's "flip_average" and
+"fit", and prints what it chose on validation. The test split is never read here.
 """
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ import torch
 from core.bundle import load_bundle, write_card
 from core.calibration import Calibration, balanced_accuracy, fit_calibration
 from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SPLITS_DIR, WEIGHTS_DIR
-from core.data import prepare_for_card, subset
+from core.data import prepare_for_card, split_sha256, subset
 from core.errors import InputError
 from core.evaluate import binary_scores, class_indices, eval_dataset, extract, head_logits, threshold_for_sensitivity
 from core.models import FusionNet
+from core.transforms import FITS
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR / "ham10000")
     parser.add_argument("--split-file", type=Path, default=SPLITS_DIR / "ham10000.csv")
     parser.add_argument("--no-flip", action="store_true", help="predict on the image alone (no flip averaging)")
+    parser.add_argument("--fit", default="pad", choices=list(FITS),
+                        help="how an upload of another aspect ratio is fitted to the input (default: padded)")
     parser.add_argument("--target-sensitivity", type=float, default=0.90)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -81,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     val_f, val_i = subset(frame, images, frame["split"] == "val")
+    card["input"]["fit"] = args.fit
+    card["data"].setdefault("split_sha256", split_sha256(args.split_file))
     card = fit_on_validation(model, card, val_f, val_i, args.target_sensitivity, not args.no_flip)
     write_card(card, args.bundle)
     return 0

@@ -43,7 +43,7 @@ from core.data import LesionDataset, prepare_for_card, subset
 from core.errors import InputError
 from core.metadata import MetadataEncoder
 from core.models import FusionNet, image_features
-from core.transforms import eval_transform
+from core.transforms import card_transform
 
 log = logging.getLogger(__name__)
 
@@ -466,8 +466,7 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
 def eval_dataset(card: dict[str, Any], frame: pd.DataFrame, images: list[np.ndarray]) -> LesionDataset:
     """The evaluation dataset, preprocessed exactly as the card says (metadata as recorded)."""
     encoder = MetadataEncoder.from_dict(card["metadata"])
-    spec = card["input"]
-    return LesionDataset(frame, images, encoder, eval_transform(spec["size"], spec["mean"], spec["std"]))
+    return LesionDataset(frame, images, encoder, card_transform(card))
 
 
 def main(argv: list[str] | None = None) -> int:

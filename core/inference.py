@@ -26,7 +26,7 @@ from core.imageio import ImageLike, load_rgb
 from core.metadata import MetadataEncoder
 from core.models import FusionNet, image_features
 from core.quality import ImageChecks, QualityReport
-from core.transforms import eval_transform
+from core.transforms import card_transform
 
 __all__ = ["InputError", "Prediction", "Predictor"]
 
@@ -65,7 +65,7 @@ class Predictor:
         self.classes: list[str] = list(card["classes"])
         self.encoder = MetadataEncoder.from_dict(card["metadata"])
         spec = card["input"]
-        self.transform = eval_transform(spec["size"], spec["mean"], spec["std"])
+        self.transform = card_transform(card)
         self.flip_average = bool(spec.get("flip_average", False))
         self.calibration = Calibration.from_card(card)
         self.checks = ImageChecks(card)

@@ -223,8 +223,9 @@ def build_card(args: argparse.Namespace, encoder: MetadataEncoder, size: tuple[i
         "melanoma": config.MELANOMA,
         "input": {
             "size": list(size), "mean": list(config.IMAGENET_MEAN), "std": list(config.IMAGENET_STD),
-            "preprocessing": "whole image (no crop), portrait turned landscape, resized to size (H, W), "
-                             "scaled to [0,1], normalised by mean/std",
+            "fit": "pad",
+            "preprocessing": "whole image (no crop), portrait turned landscape, padded (black) to the aspect ratio "
+                             "of size if it differs, resized to size (H, W), scaled to [0,1], normalised by mean/std",
         },
         "metadata": encoder.to_dict(),
         "model": {

@@ -13,6 +13,7 @@ from torchvision.transforms import v2
 
 #: Aspect ratios within 2% of the model's are resized as they are (HAM10000's 600x450 is exact).
 ASPECT_TOLERANCE = 1.02
+FITS = ("pad", "stretch")
 
 
 def _transpose(image: torch.Tensor) -> torch.Tensor:
@@ -91,9 +92,20 @@ def _fit_aspect(size: Sequence[int]) -> v2.Lambda:
     return v2.Lambda(fit)
 
 
-def eval_transform(size: Sequence[int], mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
-    """Whole field of view, portrait turned landscape, padded to the card's aspect ratio (never
-    stretched), resized to the card's input size."""
-    return v2.Compose(
-        [v2.Lambda(_to_landscape), _fit_aspect(size), v2.Resize(tuple(size), antialias=True), *_normalise(mean, std)]
-    )
+def eval_transform(size: Sequence[int], mean: Sequence[float], std: Sequence[float], fit: str = "pad") -> v2.Compose:
+    """Whole field of view, portrait turned landscape, resized to the card's input size.
+
+    `fit="pad"` first pads an image of another aspect ratio to the card's (never stretched);
+    `fit="stretch"` resizes it as it is (what bundles trained before padding existed were
+    evaluated with: their cards carry no "fit").
+    """
+    if fit not in FITS:
+        raise ValueError(f"Unknown fit {fit!r}; choose from {', '.join(FITS)}.")
+    steps = [v2.Lambda(_to_landscape), *([_fit_aspect(size)] if fit == "pad" else [])]
+    return v2.Compose([*steps, v2.Resize(tuple(size), antialias=True), *_normalise(mean, std)])
+
+
+def card_transform(card: dict) -> v2.Compose:
+    """The one eval transform of a bundle, from its card's input spec (evaluation and the app)."""
+    spec = card["input"]
+    return eval_transform(spec["size"], spec["mean"], spec["std"], spec.get("fit", "stretch"))

@@ -137,3 +137,24 @@ def test_panels_match_the_original_and_blend_with_opacity(rng):
     np.testing.assert_array_equal(full.overlay, full.heatmap)
     with pytest.raises(ValueError):
         heatmap.panels(original, cam, opacity=1.5)
+
+
+def test_a_padded_upload_maps_back_without_its_bands():
+    """A square image is padded left and right in the model's frame; its CAM maps back onto the image
+    without the bands: a hot spot at the frame's content centre lands at the image's centre."""
+    cam = np.zeros((150, 200), np.float32)
+    cam[:, :25] = 1.0  # hot only inside the left band (pixels 0-24 of 200), which is not image
+    back = heatmap.to_image_frame(cam, (224, 224))
+    assert back.shape == (224, 224) and back.max() < 0.05
+    cam = np.zeros((150, 200), np.float32)
+    cam[70:80, 95:105] = 1.0
+    back = heatmap.to_image_frame(cam, (224, 224))
+    peak = np.unravel_index(back.argmax(), back.shape)
+    assert abs(peak[0] - 112) < 12 and abs(peak[1] - 112) < 12
+
+
+def test_grid_shape_and_colour_bar(predictor):
+    rows, cols = heatmap.grid_shape(predictor.model, (128, 128))
+    assert rows * cols > 1 and rows < 128
+    bar = heatmap.colour_bar(100, 10)
+    assert bar.shape == (10, 100, 3) and bar[0, 0, 2] > bar[0, 0, 0] and bar[0, -1, 0] > bar[0, -1, 2]
