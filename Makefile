@@ -23,7 +23,7 @@ test: $(STAMP)
 # cores; run one at a time). Re-running a target resumes from runs/<name>/checkpoint.pt.
 THREADS ?= 2
 TRAIN_COMMON := --freeze-stages 0 --epochs 12 --optimizer adamw --lr 5e-4 --weight-decay 0.01 \
-	--class-weights sqrt-inverse --label-smoothing 0.1 --resume --threads $(THREADS)
+	--class-weights sqrt-inverse --label-smoothing 0.1 --patience 12 --resume --threads $(THREADS)
 
 train-fusion: $(STAMP)
 	$(PY) -m core.train --name fusion-lite0 $(TRAIN_COMMON)

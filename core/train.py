@@ -45,8 +45,9 @@ from core.transforms import eval_transform, train_transform
 log = logging.getLogger("core.train")
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.csv"
-#: Arguments that may change between a run and its resume: they change speed, not the result.
-RESUMABLE_CHANGES = frozenset({"resume", "threads", "workers", "bootstrap", "stop_after"})
+#: Arguments that may change between a run and its resume: they change speed, or only when the run
+#: stops (patience), never the path the weights take up to there.
+RESUMABLE_CHANGES = frozenset({"resume", "threads", "workers", "bootstrap", "stop_after", "patience"})
 
 
 def seed_everything(seed: int) -> torch.Generator:
