@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup train-fusion train-image train-defaults evaluate bench clean
+.PHONY: run test lint setup train-fusion train-image train-defaults evaluate bench clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# pyflakes + pycodestyle through ruff (settings in pyproject.toml); ruff is installed on first use.
+lint: $(STAMP)
+	$(PY) -m pip install --quiet ruff==0.17.6
+	$(VENV)/bin/ruff check .
 
 # The committed default models: the whole network fine-tuned (about 50 minutes each on 2 CPU
 # cores; run one at a time). Re-running a target resumes from runs/<name>/checkpoint.pt.

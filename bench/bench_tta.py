@@ -1,6 +1,7 @@
-"""What flip test-time augmentation would add to a bundle (not used by the app yet).
+"""What flip test-time averaging adds to a bundle, and which variant (the card's flip_average: the
+image and its horizontal mirror, pooled features averaged, is what the Predictor uses).
 
-    python bench/bench_tta.py [--bundle weights/fusion-lite0] [--split val|test]
+    python bench/bench_tta.py [--bundle weights/fusion-lite0] [--split val|test]   (default val)
 
 Averages the model over the image and its horizontal, vertical and double flips (logits, softmax
 probabilities, or pooled image features) and prints balanced accuracy, melanoma AUROC and
@@ -12,7 +13,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from torch.utils.data import DataLoader
@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import config  # noqa: E402
 from core.bundle import load_bundle  # noqa: E402
+from core.calibration import Calibration  # noqa: E402
 from core.data import prepare_for_card, subset  # noqa: E402
 from core.evaluate import binary_scores, class_indices, eval_dataset  # noqa: E402
 
@@ -36,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=config.WEIGHTS_DIR / config.DEFAULT_MODEL)
     parser.add_argument("--data", type=Path, default=config.DEFAULT_DATA_DIR / "ham10000")
-    parser.add_argument("--split", default="test", choices=["val", "test"])
+    parser.add_argument("--split", default="val", choices=["val", "test"], help="choices are made on val")
     args = parser.parse_args()
     model, card = load_bundle(args.bundle)
     frame, images, _ = prepare_for_card(card, args.data, config.SPLITS_DIR / "ham10000.csv")
@@ -55,20 +56,22 @@ def main() -> None:
 
         def logits(f: torch.Tensor) -> torch.Tensor:
             embedding = model.forward_meta(meta, len(f)) if model.meta is not None else None
-            return model.forward_head(f, embedding) / card["temperature"]
+            return model.forward_head(f, embedding)
 
+        calib = Calibration.from_card(card)
         variants = {
             "none": logits(features["identity"]).softmax(1),
+            "hflip feature average (app)": logits((features["identity"] + features["hflip"]) / 2).softmax(1),
             "logit average": torch.stack([logits(f) for f in features.values()]).mean(0).softmax(1),
             "probability average": torch.stack([logits(f).softmax(1) for f in features.values()]).mean(0),
             "feature average": logits(torch.stack(list(features.values())).mean(0)).softmax(1),
         }
     print(f"{card['name']}, lesion-grouped {args.split} split ({len(y)} images), flip TTA:")
     for name, probs in variants.items():
-        p = probs.numpy()
+        p = calib.probs(torch.log(probs))  # the card's calibration on top of each variant
         mel = roc_auc_score(*binary_scores(p, y, class_indices(card, [card["melanoma"]])))
         mal = roc_auc_score(*binary_scores(p, y, class_indices(card, card["malignant"])))
-        print(f"  {name:20s} balanced accuracy {balanced_accuracy_score(y, p.argmax(1)):.3f}  "
+        print(f"  {name:20s} balanced accuracy {balanced_accuracy_score(y, calib.suggest(p)):.3f}  "
               f"melanoma AUROC {mel:.3f}  malignant AUROC {mal:.3f}")
 
 

@@ -18,12 +18,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.bundle import load_bundle, write_card
+from core.bundle import write_card
 from core.calibration import Calibration, balanced_accuracy, fit_calibration
 from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SPLITS_DIR, WEIGHTS_DIR
-from core.data import prepare_for_card, split_sha256, subset
+from core.data import split_sha256, subset
 from core.errors import InputError
-from core.evaluate import binary_scores, class_indices, eval_dataset, extract, head_logits, threshold_for_sensitivity
+from core.evaluate import (
+    binary_scores,
+    class_indices,
+    eval_dataset,
+    extract,
+    head_logits,
+    load_for_scoring,
+    threshold_for_sensitivity,
+)
 from core.models import FusionNet
 from core.transforms import FITS
 
@@ -78,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        model, card = load_bundle(args.bundle)
-        frame, images, _ = prepare_for_card(card, args.data, args.split_file)
+        model, card, frame, images = load_for_scoring(args.bundle, args.data, args.split_file)
     except InputError as exc:
         log.error("%s", exc)
         return 2

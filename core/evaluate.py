@@ -469,6 +469,13 @@ def eval_dataset(card: dict[str, Any], frame: pd.DataFrame, images: list[np.ndar
     return LesionDataset(frame, images, encoder, card_transform(card))
 
 
+def load_for_scoring(bundle: Path, data: Path, split_file: Path) -> tuple[FusionNet, dict[str, Any], pd.DataFrame, list[np.ndarray]]:
+    """A bundle and the dataset on the split it was trained with (InputError if either is wrong)."""
+    model, card = load_bundle(bundle)
+    frame, images, _ = prepare_for_card(card, data, split_file)
+    return model, card, frame, images
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=WEIGHTS_DIR / DEFAULT_MODEL)
@@ -484,8 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_card and args.split != "test":
         parser.error("--write-card stores test metrics; it cannot be combined with --split " + args.split)
     try:
-        model, card = load_bundle(args.bundle)
-        frame, images, _ = prepare_for_card(card, args.data, args.split_file)
+        model, card, frame, images = load_for_scoring(args.bundle, args.data, args.split_file)
     except InputError as exc:
         log.error("%s", exc)
         return 2
