@@ -79,3 +79,15 @@ compare-budget: $(STAMP)
 	$(PY) bench/compare_models.py --threads 1 --train-only --rows papercnn-heatmap-fusion > runs/compare-heatmap.log 2>&1; \
 	wait
 	$(PY) bench/compare_models.py --threads $(THREADS) --cv-models --re-evaluate
+
+# -- validation on a clinic's own labelled set (core.validate) -----------------------------------
+.PHONY: validate bench-validate
+
+# make validate IMAGES=folder LABELS=labels.csv [MAP=label_map.csv] [OUT=folder] [BUNDLE=weights/...]
+validate: $(STAMP)
+	$(PY) -m core.validate --images "$(IMAGES)" --labels "$(LABELS)" --bundle "$(or $(BUNDLE),weights/fusion-lite0)" \
+		$(if $(MAP),--label-map "$(MAP)") $(if $(OUT),--out "$(OUT)")
+
+# Time core.validate on 1,000 HAM10000 test-split images (target: under 2 minutes on 2 cores).
+bench-validate: $(STAMP)
+	$(PY) bench/bench_validate.py --threads $(THREADS)
