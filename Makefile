@@ -91,3 +91,11 @@ validate: $(STAMP)
 # Time core.validate on 1,000 HAM10000 test-split images (target: under 2 minutes on 2 cores).
 bench-validate: $(STAMP)
 	$(PY) bench/bench_validate.py --threads $(THREADS)
+
+# The input gate (core.gate): dermoscopy vs generated non-dermoscopy images, a logistic regression on
+# each bundle's own features, thresholded on the validation split -> the card's "gate". After `ood`.
+# `python bench/bench_gate.py --bundle weights/<name>` prints its flag rates.
+.PHONY: gate
+gate: $(STAMP)
+	$(PY) -m core.gate --bundle weights/fusion-lite0 --threads $(THREADS)
+	$(PY) -m core.gate --bundle weights/image-lite0 --threads $(THREADS)

@@ -1,4 +1,4 @@
-"""core.quality, core.ood and core.dicom: quality flags, the OOD score and its card round trip, DICOM reading."""
+"""core.quality, core.ood and core.dicom: quality flags and grades, the OOD score and its card round trip, DICOM reading."""
 from __future__ import annotations
 
 import io
@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from core import dicom, quality
+from core import ood as ood_module
 from core.errors import InputError
 from core.inference import Predictor
 from core.ood import OODModel
@@ -48,6 +49,30 @@ def test_each_problem_is_flagged_with_a_message(rng, transform, flag):
     assert flag in report.summary
 
 
+def test_a_greyscale_image_gets_a_colour_warning(rng):
+    colour = lesion_like(rng)
+    grey = np.repeat(cv2.cvtColor(colour, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    report = quality.check_image(grey)
+    assert report.flags == ["greyscale"] and "colour" in report.messages[0]
+    assert report.grade == "poor quality" and not report.withheld
+    assert "greyscale" not in quality.check_image(colour).flags
+
+
+def test_the_grade_is_the_worst_flag():
+    report = quality.QualityReport(200, 150, 50.0, 120.0, 40.0)
+    assert (report.grade, report.withheld, report.summary) == ("ok", False, "ok")
+    report.add("blurry", "Out of focus.")
+    assert report.grade == "poor quality"
+    report.add("unlike training images", "Unusual.")
+    assert report.grade == "unusual image" and not report.withheld
+    report.add("not dermoscopy", "Not dermoscopy.")
+    assert report.grade == "not dermoscopy" and report.withheld and not report.ok
+    assert report.as_dict()["grade"] == "not dermoscopy" and report.as_dict()["withheld"] is True
+    assert report.summary == "blurry, unlike training images, not dermoscopy" and len(report.messages) == 3
+    with pytest.raises(ValueError):
+        report.add("odd", "A flag without a grade.")
+
+
 def test_sharpness_does_not_depend_on_resolution(real_image):
     small = np.asarray(Image.open(real_image).convert("RGB"))
     large = cv2.resize(small, (600, 450), interpolation=cv2.INTER_CUBIC)  # the camera's original size
@@ -65,6 +90,32 @@ def test_ood_scores_far_points_higher_and_round_trips_through_json(rng):
     again = OODModel.from_dict(json.loads(json.dumps(model.to_dict("test"))))
     np.testing.assert_allclose(again.score(train[:10]), model.score(train[:10]), rtol=1e-4)
     assert again.threshold == pytest.approx(threshold)
+
+
+def test_ood_with_class_means_does_not_flag_a_rare_class(rng):
+    spread = np.linspace(3, 0.5, 32)
+    common = rng.normal(0, 1, (600, 32)) * spread
+    rare = rng.normal(0, 1, (30, 32)) * spread + 8  # a rare diagnosis, far from the common one
+    features, labels = np.vstack([common, rare]), np.r_[["nv"] * 600, ["vasc"] * 30]
+    val = np.vstack([rng.normal(0, 1, (300, 32)) * spread, rng.normal(0, 1, (15, 32)) * spread + 8])
+    val_labels = np.r_[["nv"] * 300, ["vasc"] * 15]
+    new_rare, new_common = rng.normal(0, 1, (50, 32)) * spread + 8, rng.normal(0, 1, (50, 32)) * spread
+    by_class = OODModel.fit(features, k=5, labels=labels)
+    by_class.calibrate(val, 0.99, val_labels)
+    assert by_class.means.shape == (2, 32)
+    assert np.median(by_class.score(new_rare)) < 1.2 * np.median(by_class.score(new_common))
+    assert np.mean(by_class.score(new_rare) > by_class.threshold) < 0.1
+    assert np.all(by_class.score(rng.normal(0, 1, (20, 32)) * 6 - 8) > by_class.threshold)
+    again = OODModel.from_dict(json.loads(json.dumps(by_class.to_dict())))
+    np.testing.assert_allclose(again.score(new_rare), by_class.score(new_rare), rtol=1e-4)
+
+
+def test_ood_reads_a_card_written_with_one_mean(rng):
+    model = OODModel.fit(rng.normal(size=(50, 8)), k=3)
+    old = model.to_dict()
+    old["mean"] = ood_module.pack_array(model.means[0])
+    del old["means"]
+    np.testing.assert_allclose(OODModel.from_dict(old).score(np.ones((1, 8))), model.score(np.ones((1, 8))), rtol=1e-4)
 
 
 def test_ood_refuses_a_wrong_feature_width_and_a_broken_card(rng):
