@@ -138,6 +138,9 @@ def score(predictor: Predictor, vset: ValidationSet, batch_size: int = BATCH_SIZ
                 out.append((i, _decode(rows.at[i, "file"], accepted)))
             except InputError as exc:
                 out.append((i, str(exc)))
+            except Exception as exc:  # noqa: BLE001 - one odd file must not stop a set of thousands
+                log.warning("%s could not be decoded: %r", rows.at[i, "relative"], exc)
+                out.append((i, f"could not be decoded ({exc.__class__.__name__})"))
         return out
 
     chunks = [range(s, min(s + batch_size, len(rows))) for s in range(0, len(rows), batch_size)]
@@ -240,7 +243,7 @@ def metric_block(probs: np.ndarray, labels: np.ndarray, pred: np.ndarray, groups
         per_class[code] = {
             "support": int(support[i]), "suggested": int(predicted[i]),
             "recall": defined(rec[i]) if support[i] else not_defined(f"no {_name(card, code)} in this set"),
-            "precision": defined(prec[i]) if predicted[i] else not_defined(f"never suggested on this set"),
+            "precision": defined(prec[i]) if predicted[i] else not_defined("never suggested on this set"),
         }
     top_bins = reliability_bins(probs, labels)
     return {
@@ -559,6 +562,9 @@ def main(argv: list[str] | None = None) -> int:
         paths = write_outputs(report, predictions_frame(scored, predictor.classes), out, pdf_summary(report))
     except (InputError, BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. an output folder that cannot be written
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
         return 2
     print(text_table(report))
     print("\nWritten: " + ", ".join(str(p) for p in paths.values()))

@@ -34,8 +34,7 @@ from core.metadata import AGE_MAX, AGE_MIN, UNKNOWN, MetadataEncoder, _is_missin
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
-#: Files that are never images (everything else without an image extension is indexed only
-#: when it has no extension at all: DICOM files often have none).
+#: Files with one of these extensions, or with none (DICOM files often have none), are indexed.
 MAX_FILES = 100_000
 MAX_LISTED = 200  # longest list of left-out items kept in a report (the counts are always exact)
 

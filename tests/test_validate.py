@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -124,6 +123,18 @@ def test_columns_are_detected_from_values_and_names(tmp_path):
     assert given.site is None and given.group == "row"
     with pytest.raises(InputError, match="no column 'dx'.*Its columns are: row, Lesion Name"):
         detect_columns(frame, index, LabelMap.build(CLASSES), {"label": "dx"})
+
+
+def test_ph2_layout_nested_bmp_folders_with_masks(tmp_path):
+    """PH2: IMD002/IMD002_Dermoscopic_Image/IMD002.bmp beside IMD002/IMD002_lesion/IMD002_lesion.bmp."""
+    for case in ("IMD002", "IMD003"):
+        write_images(tmp_path / "PH2" / case / f"{case}_Dermoscopic_Image", [f"{case}.bmp"])
+        write_images(tmp_path / "PH2" / case / f"{case}_lesion", [f"{case}_lesion.bmp"])
+    (tmp_path / "ph2.csv").write_text("Image Name,Clinical Diagnosis\nIMD002,Atypical Nevus\nIMD003,Melanoma\n")
+    vset = load_set(tmp_path / "PH2", tmp_path / "ph2.csv", _card())
+    assert list(vset.rows["relative"]) == ["IMD002/IMD002_Dermoscopic_Image/IMD002.bmp",
+                                           "IMD003/IMD003_Dermoscopic_Image/IMD003.bmp"]
+    assert list(vset.rows["code"]) == ["nv", "mel"] and vset.problems["images_without_row"]["count"] == 2
 
 
 def test_no_id_column_and_no_label_column_are_explained(tmp_path):
