@@ -39,6 +39,7 @@ class Calibration:
     temperature: float
     log_prior: np.ndarray
     alpha: float
+    method: str = "prior-shift"
 
     # -- use ------------------------------------------------------------------------------
     def torch_probs(self, logits: torch.Tensor) -> torch.Tensor:
@@ -70,7 +71,8 @@ class Calibration:
         if not section:
             return cls.identity(len(card["classes"]), float(card.get("temperature", 1.0)))
         return cls(np.asarray(section["bias"], dtype=float), float(section["temperature"]),
-                   np.asarray(section["log_prior"], dtype=float), float(section["alpha"]))
+                   np.asarray(section["log_prior"], dtype=float), float(section["alpha"]),
+                   section.get("method", "prior-shift"))
 
     def to_card(self) -> dict[str, Any]:
         return {
@@ -78,8 +80,11 @@ class Calibration:
             "temperature": round(float(self.temperature), 6),
             "log_prior": [round(float(v), 6) for v in self.log_prior],
             "alpha": float(self.alpha),
-            "probabilities": "softmax((logits + bias) / temperature); bias = -log(class weight) undoes the "
-                             "training loss's class weighting, the temperature is fitted on validation NLL",
+            "method": self.method,
+            "probabilities": "softmax((logits + bias) / temperature); " + (
+                "bias = -log(class weight) undoes the training loss's class weighting, the temperature is fitted "
+                "on validation NLL" if self.method == "prior-shift" else
+                "bias and temperature fitted jointly on validation NLL, started from the class weights' prior shift"),
             "suggested_class": "argmax of probability / training prior ** alpha; alpha chosen on validation "
                                "balanced accuracy",
         }
@@ -118,18 +123,52 @@ def balanced_accuracy(labels: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean([np.mean(pred[labels == c] == c) for c in np.unique(labels)])) if len(labels) else float("nan")
 
 
+def fit_bias_and_temperature(logits: torch.Tensor, labels: np.ndarray, init_bias: np.ndarray) -> tuple[np.ndarray, float]:
+    """Bias-corrected temperature scaling (Alexandari et al. 2020): a bias per class and one
+    temperature, jointly minimising NLL, started from the prior-shift bias. 8 parameters for 7
+    classes: it can correct a shift that the class weights alone do not explain (label smoothing,
+    the rare classes' own over- or under-confidence)."""
+    log_t = torch.zeros(1, requires_grad=True)
+    scaled_bias = torch.tensor(init_bias, dtype=logits.dtype).clone().requires_grad_(True)  # bias / T
+    target = torch.as_tensor(labels, dtype=torch.long)
+    opt = torch.optim.LBFGS([log_t, scaled_bias], lr=0.1, max_iter=500)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits / log_t.exp() + scaled_bias, target)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    temperature = float(np.clip(log_t.exp().item(), 0.05, 20.0))
+    bias = scaled_bias.detach().numpy().astype(float) * temperature
+    return bias - bias.mean(), temperature
+
+
+METHODS = ("prior-shift", "bias")
+
+
 def fit_calibration(logits: torch.Tensor, labels: np.ndarray, train_counts: np.ndarray,
-                    weights_mode: str) -> Calibration:
-    """Fit bias, temperature and alpha on held-out (validation) logits and labels."""
+                    weights_mode: str, method: str = "prior-shift") -> Calibration:
+    """Fit the probabilities' calibration and the decision rule's alpha on held-out logits.
+
+    `method="prior-shift"`: the bias is the loss weights' prior shift, only T is fitted;
+    `method="bias"`: the bias is fitted too (started from the prior shift).
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown calibration method {method!r}; choose from {', '.join(METHODS)}.")
     bias = prior_shift_bias(train_counts, weights_mode)
-    shifted = logits + torch.as_tensor(bias, dtype=logits.dtype)
-    temperature = fit_temperature(shifted.detach(), labels)
+    if method == "bias":
+        bias, temperature = fit_bias_and_temperature(logits.detach(), labels, bias)
+    else:
+        temperature = fit_temperature((logits + torch.as_tensor(bias, dtype=logits.dtype)).detach(), labels)
     counts = np.maximum(np.asarray(train_counts, dtype=float), 1.0)
     log_prior = np.log(counts / counts.sum())
     calib = Calibration(bias, temperature, log_prior, 0.0)
     probs = calib.probs(logits)
     scores = [balanced_accuracy(labels, Calibration(bias, temperature, log_prior, a).suggest(probs)) for a in ALPHA_GRID]
     calib.alpha = float(ALPHA_GRID[int(np.argmax(scores))])  # ties: the smallest alpha
+    calib.method = method
     return calib
 
 

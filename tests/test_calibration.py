@@ -69,3 +69,20 @@ def test_card_round_trip_and_old_cards() -> None:
     logits = torch.tensor([[2.0, 0, 0, 0, 0, 0, 0]])
     assert np.allclose(old.probs(logits), torch.softmax(logits / 2.0, 1).numpy())
     assert old.suggest(old.probs(logits))[0] == 0
+
+
+def test_fitted_bias_corrects_a_shift_the_weights_do_not_explain() -> None:
+    """Logits shifted by something other than the loss weights (here: the inverse weights' shift plus
+    an extra push on class 5): the prior-shift bias leaves a gap that the fitted bias closes."""
+    rng = np.random.default_rng(2)
+    logits, labels = weighted_logits(rng, 20000, "inverse")
+    logits[:, 5] -= 0.7
+    truth = (labels == 5).astype(float)
+    fixed = fit_calibration(logits, labels, COUNTS, "inverse", "prior-shift").probs(logits)[:, 5]
+    fitted = fit_calibration(logits, labels, COUNTS, "inverse", "bias")
+    assert abs(fitted.probs(logits)[:, 5].mean() - truth.mean()) < 0.01 < abs(fixed.mean() - truth.mean())
+    assert fitted.method == "bias"
+    again = Calibration.from_card({"classes": list("abcdefg"), "calibration": fitted.to_card()})
+    assert again.method == "bias" and np.allclose(again.bias, fitted.bias, atol=1e-5)
+    with pytest.raises(ValueError):
+        fit_calibration(logits, labels, COUNTS, "inverse", "isotonic")
