@@ -82,7 +82,7 @@ def test_wrong_path():
 def test_real_split_has_no_lesion_in_two_splits(ham_dir, tmp_path):
     frame, _ = load_ham10000(ham_dir)
     assert len(frame) == 10015 and frame["group_id"].nunique() == 7470
-    split = load_or_create_split(frame, tmp_path / "split.csv", seed=42)
+    split = load_or_create_split(frame, tmp_path / "split.csv", seed=42, create=True)
     assert_grouped(frame, split)  # raises on leakage
     lesions = {s: set(frame.loc[split == s, "group_id"]) for s in ("train", "val", "test")}
     assert not (lesions["train"] & lesions["val"] or lesions["train"] & lesions["test"] or lesions["val"] & lesions["test"])
@@ -140,3 +140,25 @@ def test_dataset_withholds_metadata(tmp_path):
     assert image.shape == (3, 24, 32) and image.dtype == torch.float32 and meta.shape == (enc.dim,)
     withheld = LesionDataset(frame, images, enc, tf, meta_dropout=1.0)
     assert all(torch.equal(withheld[i][1], torch.from_numpy(enc.unknown())) for i in range(len(withheld)))
+
+
+def test_only_training_may_write_a_split(tmp_path):
+    frame, _ = load_ham10000(write_ham(tmp_path / "ham"))
+    with pytest.raises(InputError, match="does not exist"):
+        load_or_create_split(frame, tmp_path / "missing.csv", seed=0)
+    assert not (tmp_path / "missing.csv").exists()  # creating one is tested on the real data above
+
+
+def test_a_card_refuses_another_split_file(tmp_path):
+    from core.data import prepare_for_card, split_sha256
+
+    ham = write_ham(tmp_path / "ham")
+    frame, _ = load_ham10000(ham)
+    splits = ["train"] * (len(frame) - 2) + ["val", "test"]
+    pd.DataFrame({"image_id": frame["image_id"], "split": splits}).to_csv(tmp_path / "split.csv", index=False)
+    card = {"training": {"seed": 0}, "data": {"split_sha256": split_sha256(tmp_path / "split.csv")}}
+    assert len(prepare_for_card(card, ham, tmp_path / "split.csv")[0]) >= 1
+    other = tmp_path / "other.csv"
+    other.write_text((tmp_path / "split.csv").read_text().replace("train", "test", 1))
+    with pytest.raises(InputError, match="not the one this model was trained with"):
+        prepare_for_card(card, ham, other)
