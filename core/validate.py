@@ -268,6 +268,8 @@ def card_reference(card: dict[str, Any], set_has_metadata: bool) -> dict[str, An
     uses_metadata = bool(card.get("model", {}).get("use_metadata"))
     view = "metadata_withheld" if (not set_has_metadata and uses_metadata and "metadata_withheld" in metrics) else "all_inputs"
     label = {"all_inputs": "HAM10000 test split", "metadata_withheld": "HAM10000 test split, metadata withheld"}[view]
+    if not metrics.get(view):
+        label = "model card (holds no test figures)"
     return {"view": view, "label": label, "metrics": metrics.get(view),
             "ece_top": _card_ece(metrics.get("calibration") or {}), "split": metrics.get("split", "test")}
 
