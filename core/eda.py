@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.config import CLASS_NAMES, CLASSES, MALIGNANT, MELANOMA
+from core.figure_layout import with_toolbar_room
 from core.metadata import UNKNOWN
 
 CUBE_COLUMNS = ("dx", "sex", "site", "age", "dx_type")
@@ -27,6 +28,9 @@ GROUP_COLOURS = {BENIGN: "#4C78A8", MALIGNANT_LABEL: "#E45756"}
 SEX_COLOURS = {"female": "#B279A2", "male": "#72B7B2", UNKNOWN: "#BAB0AC"}
 CHANNEL_COLOURS = {"red": "#D62728", "green": "#2CA02C", "blue": "#1F77B4"}
 EXTRA_CLASS_NAMES = {"other": "Other (not melanoma; ISIC 2020)"}
+#: HAM10000's confirmation-type codes in words (ISIC 2020's diagnoses, kept in their place, are words already).
+DX_TYPE_NAMES = {"histo": "histopathology", "follow_up": "follow-up", "consensus": "expert consensus",
+                 "confocal": "confocal microscopy"}
 
 #: One line under each chart saying what it shows.
 CAPTIONS: dict[str, str] = {
@@ -54,6 +58,11 @@ def group_of(dx: pd.Series) -> pd.Series:
 
 def class_name(dx: str) -> str:
     return CLASS_NAMES.get(dx, EXTRA_CLASS_NAMES.get(dx, dx))
+
+
+def dx_type_name(dx_type: str) -> str:
+    """How a diagnosis was confirmed, in words; the code is kept for values not in HAM10000's list."""
+    return DX_TYPE_NAMES.get(dx_type, dx_type)
 
 
 def _weights(df: pd.DataFrame) -> pd.Series:
@@ -172,12 +181,15 @@ def age_table(df: pd.DataFrame, by: str | None = None, width: int = AGE_BIN) -> 
 
 
 def dx_type_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Chart 10a: how each diagnosis was confirmed (dx, dx_type, count, percent within dx)."""
+    """Chart 10a: how each diagnosis was confirmed (dx, name, dx_type, confirmed by, count, percent within dx)."""
     counts = _count(df, ["dx", "dx_type"])
     counts["percent"] = _percent(counts, ["dx"])
+    counts["name"] = counts["dx"].map(class_name)
+    counts["confirmed by"] = counts["dx_type"].map(dx_type_name)
     order = {dx: i for i, dx in enumerate(_dx_order(df["dx"]))}
-    return counts.sort_values(["dx", "count"], key=lambda s: s.map(order) if s.name == "dx" else -s,
-                              ignore_index=True)
+    counts = counts.sort_values(["dx", "count"], key=lambda s: s.map(order) if s.name == "dx" else -s,
+                                ignore_index=True)
+    return counts[["dx", "name", "dx_type", "confirmed by", "count", "percent"]]
 
 
 def images_per_lesion(frame: pd.DataFrame) -> pd.Series:
@@ -285,10 +297,9 @@ def colour_table(sums: ColourSums, dxs: tuple[str, ...] = ()) -> pd.DataFrame:
 # -- figures ------------------------------------------------------------------------------
 # Built with graph_objects rather than plotly.express: express costs ~70 ms a figure, which
 # would eat the 1 s budget for re-rendering ten charts after a filter change.
-def _layout(fig: go.Figure, title: str, **kw) -> go.Figure:
-    fig.update_layout(title=title, margin=dict(l=10, r=10, t=50, b=10), height=kw.pop("height", 380),
-                      legend_title_text=kw.pop("legend", None), **kw)
-    return fig
+def _layout(fig: go.Figure, title: str, subplot_titles: bool = False, **kw) -> go.Figure:
+    fig.update_layout(height=kw.pop("height", 380), legend_title_text=kw.pop("legend", None), **kw)
+    return with_toolbar_room(fig, title, subplot_titles)
 
 
 def _bars(table: pd.DataFrame, x: str, y: str, color: str | None = None, colours: Mapping[str, str] | None = None,
@@ -322,10 +333,10 @@ def _count_text(table: pd.DataFrame) -> list[str]:
 
 
 def fig_classes(table: pd.DataFrame) -> go.Figure:
-    fig = _bars(table, "dx", "count", "group", GROUP_COLOURS, _count_text(table), custom="percent")
-    fig.update_xaxes(categoryarray=table["dx"].tolist())
-    return _layout(fig, "Diagnosis class distribution", xaxis_title="diagnosis", yaxis_title="images",
-                   barmode="relative")
+    """Horizontal bars, so the diagnoses' full names read without rotation (model's class order, top down)."""
+    fig = _bars(table, "count", "name", "group", GROUP_COLOURS, _count_text(table), horizontal=True, custom="percent")
+    return _layout(fig, "Diagnosis class distribution", xaxis_title="images", yaxis_title=None,
+                   barmode="relative", height=max(380, 40 * len(table) + 100))
 
 
 def fig_sex(table: pd.DataFrame) -> go.Figure:
@@ -367,14 +378,14 @@ def fig_colour(table: pd.DataFrame) -> go.Figure:
                           row=1, col=c)
         fig.update_xaxes(title_text=f"{channel} intensity", range=[0, 255], row=1, col=c)
     fig.update_yaxes(title_text="share of pixels", row=1, col=1)
-    fig = _layout(fig, "Red, green and blue intensity: benign vs malignant")
-    return fig.update_layout(margin=dict(t=80))
+    return _layout(fig, "Red, green and blue intensity: benign vs malignant", subplot_titles=True)
 
 
 def fig_dx_type(table: pd.DataFrame) -> go.Figure:
-    fig = _bars(table, "dx", "count", "dx_type", custom="percent")
-    return _layout(fig, "Diagnosis confirmation type by class", yaxis_title="images", legend="confirmed by",
-                   barmode="stack")
+    """Stacked horizontal bars: each diagnosis (by name), split by how it was confirmed (in words)."""
+    fig = _bars(table, "count", "name", "confirmed by", horizontal=True, custom="percent")
+    return _layout(fig, "Diagnosis confirmation type by class", xaxis_title="images", yaxis_title=None,
+                   legend="confirmed by", barmode="stack", height=max(380, 40 * table["name"].nunique() + 100))
 
 
 def fig_lesions(per_lesion: pd.Series) -> go.Figure:

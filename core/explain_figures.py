@@ -4,16 +4,32 @@ Pure functions (no streamlit), so the page stays a thin script and the figures a
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.figure_layout import with_toolbar_room
+
 METRIC_LABELS = {"balanced_accuracy": "balanced accuracy", "melanoma_auroc": "melanoma AUROC"}
 #: Red pushes towards the class, blue away (the second paper's convention).
 DIVERGING = [[0.0, "rgb(33,102,172)"], [0.5, "rgb(247,247,247)"], [1.0, "rgb(178,24,43)"]]
+#: The risks `core.explain.output_groups` adds to the classes, as the Diagnose page words them.
+RISK_NAMES = {"melanoma": "Melanoma risk", "malignant": "Malignant risk (sum of the malignant classes)"}
+CAM_COLUMNS = {"road_combined": "ROAD combined (higher = more faithful)",
+               "confidence_change": "confidence change, image x CAM (higher = better)", "seconds": "CAM time (s)"}
+
+
+def output_name(output: str, class_names: Mapping[str, str]) -> str:
+    """What an explained output is called on the page: a class's name, or the risk it stands for."""
+    return class_names.get(output) or RISK_NAMES.get(output, output)
+
+
+def cam_table(table: pd.DataFrame) -> pd.DataFrame:
+    """`core.explain.cam_faithfulness`'s scores with column names that say which way is better."""
+    return table.rename(columns=CAM_COLUMNS)
 
 
 def permutation_figure(rows: list[dict[str, Any]], metric: str) -> go.Figure:
@@ -28,17 +44,16 @@ def permutation_figure(rows: list[dict[str, Any]], metric: str) -> go.Figure:
                                         arrayminus=frame["drop_mean"] - frame["ci95_low"]),
                            marker_color=np.where(frame["kind"] == "image", "rgb(178,24,43)", "rgb(33,102,172)")))
     label = METRIC_LABELS.get(metric, metric)
-    fig.update_layout(xaxis_title=f"drop in {label} when shuffled (95% interval)", height=max(260, 40 * len(frame) + 100),
-                      margin=dict(l=10, r=10, t=30, b=10))
-    return fig
+    fig.update_layout(xaxis_title=f"drop in {label} when shuffled (95% interval)", height=max(260, 40 * len(frame) + 100))
+    return with_toolbar_room(fig)
 
 
 def shap_bar_figure(entry: dict[str, Any], output: str) -> go.Figure:
-    """Mean |SHAP| per metadata field: how far, on average, each entered field moves the output."""
+    """Mean |SHAP| per metadata field: how far, on average, each entered field moves the output (named)."""
     items = sorted(entry["mean_abs"].items(), key=lambda kv: kv[1])
     fig = go.Figure(go.Bar(x=[v for _, v in items], y=[k for k, _ in items], orientation="h"))
-    fig.update_layout(xaxis_title=f"mean |SHAP| on P({output})", height=260, margin=dict(l=10, r=10, t=30, b=10))
-    return fig
+    fig.update_layout(xaxis_title=f"mean |SHAP| on the estimate: {output}", height=260)
+    return with_toolbar_room(fig)
 
 
 def _colour_values(values: list[str]) -> tuple[np.ndarray, bool]:
@@ -66,9 +81,9 @@ def beeswarm_figure(entry: dict[str, Any], output: str, seed: int = 0) -> go.Fig
         ))
     fig.add_vline(x=0, line_color="grey")
     fig.update_layout(yaxis=dict(tickvals=list(range(len(fields))), ticktext=fields), showlegend=False,
-                      xaxis_title=f"SHAP value on P({output}) (> 0: the entered field raised it)",
-                      height=120 + 90 * len(fields), margin=dict(l=10, r=10, t=30, b=10))
-    return fig
+                      xaxis_title=f"SHAP value on the estimate: {output} (> 0: the entered field raised it)",
+                      height=120 + 90 * len(fields))
+    return with_toolbar_room(fig)
 
 
 def by_value_table(entry: dict[str, Any], field: str) -> pd.DataFrame:
@@ -77,7 +92,8 @@ def by_value_table(entry: dict[str, Any], field: str) -> pd.DataFrame:
 
 
 def waterfall_figure(values: np.ndarray, base: float, labels: list[str], output: str) -> go.Figure:
-    """From the prediction with metadata withheld, each entered field's push, to the final prediction."""
+    """From the prediction with metadata withheld, each entered field's push, to the final prediction
+    (`output`: the explained output's displayed name)."""
     final = base + float(np.sum(values))
     fig = go.Figure(go.Waterfall(
         orientation="v", measure=["absolute", *["relative"] * len(values), "total"],
@@ -87,9 +103,8 @@ def waterfall_figure(values: np.ndarray, base: float, labels: list[str], output:
         totals=dict(marker_color="grey"),
     ))
     top = max(base, final, base + float(np.clip(values, 0, None).sum()))
-    fig.update_layout(yaxis_title=f"P({output})", yaxis_range=[0, min(1.0, top * 1.25 + 0.02)], height=360,
-                      margin=dict(l=10, r=10, t=30, b=10))
-    return fig
+    fig.update_layout(yaxis_title=f"estimate: {output}", yaxis_range=[0, min(1.0, top * 1.25 + 0.02)], height=360)
+    return with_toolbar_room(fig)
 
 
 def image_shap_figure(pixels: np.ndarray, maps: np.ndarray, titles: list[str], smooth: float = 2.0) -> go.Figure:
@@ -106,5 +121,5 @@ def image_shap_figure(pixels: np.ndarray, maps: np.ndarray, titles: list[str], s
     fig.update_xaxes(visible=False)
     for col in range(1, len(shown) + 2):
         fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x" if col == 1 else f"x{col}", row=1, col=col)
-    fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10))
-    return fig
+    fig.update_layout(height=320)
+    return with_toolbar_room(fig, subplot_titles=True)

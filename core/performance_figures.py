@@ -12,6 +12,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.figure_layout import with_toolbar_room
+
 CLASS_LABEL = "{name} ({code})"
 
 
@@ -54,10 +56,8 @@ def confusion_figure(matrix: list[list[int]], classes: list[str], normalise: boo
         z, text = counts, [[f"{int(v)}" for v in row] for row in counts]
     fig = go.Figure(go.Heatmap(z=z, x=classes, y=classes, text=text, texttemplate="%{text}",
                                colorscale="Blues", showscale=False, hovertemplate="true %{y}, predicted %{x}: %{text}<extra></extra>"))
-    fig.update_layout(xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed",
-                      height=420, margin=dict(l=10, r=10, t=30, b=10),
-                      title="Row-normalised (each row sums to 1)" if normalise else "Counts")
-    return fig
+    fig.update_layout(xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed", height=420)
+    return with_toolbar_room(fig, "Row-normalised (each row sums to 1)" if normalise else "Counts")
 
 
 def history_figure(history: list[dict[str, Any]]) -> go.Figure:
@@ -72,8 +72,8 @@ def history_figure(history: list[dict[str, Any]]) -> go.Figure:
         if col in frame:
             fig.add_trace(go.Scatter(x=frame["epoch"], y=frame[col], name=name, line=dict(dash=dash)), 1, 2)
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10))
-    return fig
+    fig.update_layout(height=360)
+    return with_toolbar_room(fig, subplot_titles=True)
 
 
 def roc_pr_figure(curves: dict[str, Any], task: str) -> go.Figure:
@@ -92,9 +92,9 @@ def roc_pr_figure(curves: dict[str, Any], task: str) -> go.Figure:
     fig.update_yaxes(title_text="sensitivity", range=[0, 1.02], row=1, col=1)
     fig.update_xaxes(title_text="recall (sensitivity)", range=[0, 1], row=1, col=2)
     fig.update_yaxes(title_text="precision (PPV)", range=[0, 1.02], row=1, col=2)
-    fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), showlegend=False,
-                      title=f"{task.capitalize()}: {curves['positives']} positives of {curves['n']} test images")
-    return fig
+    fig.update_layout(height=380, showlegend=False)
+    return with_toolbar_room(fig, f"{task.capitalize()}: {curves['positives']} positives of {curves['n']} test images",
+                             subplot_titles=True)
 
 
 def operating_point(rows: list[dict[str, float]], target: float) -> dict[str, float]:
@@ -119,8 +119,8 @@ def operating_figure(rows: list[dict[str, float]], chosen: dict[str, float], car
     if card_threshold is not None:
         title += f" (the Diagnose page refers at threshold {card_threshold:.3f})"
     fig.update_layout(xaxis_title="sensitivity for malignant lesions", yaxis_title="specificity / share referred",
-                      yaxis_range=[0, 1.02], height=360, margin=dict(l=10, r=10, t=40, b=10), title=title)
-    return fig
+                      yaxis_range=[0, 1.02], height=360)
+    return with_toolbar_room(fig, title)
 
 
 RISK_LABELS = {"top": "the top class's probability", "malignant": "malignant risk", "melanoma": "melanoma risk"}
@@ -140,9 +140,8 @@ def reliability_figure(reliability: dict[str, Any], risk: str) -> go.Figure:
                                  hovertemplate="stated %{x:.2f}<br>observed %{y:.2f}<br>%{customdata} images"))
     observed = "share correct" if risk == "top" else "observed share of such lesions"
     fig.update_layout(xaxis_title=f"stated {RISK_LABELS[risk]}", yaxis_title=observed, xaxis_range=[0, 1],
-                      yaxis_range=[0, 1.02], height=360, margin=dict(l=10, r=10, t=40, b=10),
-                      title=RISK_LABELS[risk].capitalize())
-    return fig
+                      yaxis_range=[0, 1.02], height=360)
+    return with_toolbar_room(fig, RISK_LABELS[risk].capitalize())
 
 
 #: A subgroup metric resting on fewer positives than this is greyed and labelled.
@@ -189,8 +188,8 @@ def subgroup_figure(rows: list[dict[str, Any]], variable: str, metric: str) -> g
                            error_y=dict(type="data", symmetric=False, array=ci[:, 1] - frame[metric],
                                         arrayminus=frame[metric] - ci[:, 0], visible=True)))
     fig.update_layout(yaxis_title=SUBGROUP_COLUMNS.get(metric, metric), yaxis_range=[0, 1.15], xaxis_title=variable,
-                      height=380, margin=dict(l=10, r=10, t=30, b=10))
-    return fig
+                      height=380)
+    return with_toolbar_room(fig)
 
 
 def comparison_table(results: dict[str, Any]) -> pd.DataFrame:
@@ -239,8 +238,8 @@ def comparison_figure(results: dict[str, Any]) -> go.Figure | None:
                                           "arrayminus": values - lo, "color": "#1f4e79"},
                                  hovertemplate="%{customdata}<br>%{x:.3f}<extra></extra>"), row=1, col=col)
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(height=120 + 60 * len(done), margin={"l": 10, "r": 10, "t": 40, "b": 30})
-    return fig
+    fig.update_layout(height=120 + 60 * len(done))
+    return with_toolbar_room(fig, subplot_titles=True, bottom=30)
 
 
 def _latency(row: dict[str, Any]) -> str:

@@ -97,6 +97,9 @@ def test_age_by_group_percent_is_within_group(data):
 def test_dx_type_table(data):
     table = eda.dx_type_table(data).set_index(["dx", "dx_type"])
     assert table.loc[("nv", "follow_up"), "count"] == 3
+    assert table.loc[("nv", "follow_up"), ["name", "confirmed by"]].tolist() == ["Melanocytic nevus", "follow-up"]
+    assert {t.name for t in eda.fig_dx_type(eda.dx_type_table(data)).data} == {
+        "histopathology", "follow-up", "expert consensus"}
     assert table.loc[("nv", "follow_up"), "percent"] == pytest.approx(60.0)
     assert table.loc[("mel", "histo"), "percent"] == pytest.approx(100.0)
 
@@ -159,8 +162,8 @@ def test_gallery_rows_only_with_images_and_seeded(frame):
 def test_figures_carry_the_table_numbers(frame):
     cube = eda.to_cube(frame)
     fig = eda.fig_classes(eda.class_table(cube))
-    counts = {x: y for trace in fig.data for x, y in zip(trace.x, trace.y)}
-    assert counts == {"bcc": 1, "bkl": 1, "mel": 3, "nv": 5}
+    counts = {y: x for trace in fig.data for y, x in zip(trace.y, trace.x)}
+    assert counts == {"Basal cell carcinoma": 1, "Benign keratosis-like lesion": 1, "Melanoma": 3, "Melanocytic nevus": 5}
     assert {trace.name for trace in fig.data} == {"benign", "malignant"}
     assert "3 (30.0%)" in [t for trace in fig.data for t in trace.text]
     sites = eda.fig_sites(eda.site_table(cube))

@@ -17,10 +17,13 @@ from core.explain import (
     FIELDS,
     IMAGE_GROUP,
     MetadataGame,
+    blurred_baselines,
+    budgeted_mean,
     cam_faithfulness,
     case_metadata_shap,
     compute_global,
     exact_shapley,
+    explain_split,
     feature_groups,
     image_shap,
     permutation_importance,
@@ -132,22 +135,75 @@ def test_image_shap_on_a_tiny_model(tiny) -> None:
     assert seen[-1] == pytest.approx(1.0)
 
 
-def test_image_shap_respects_its_time_budget(tiny) -> None:
-    """A fake clock that advances 1 s per reading: each chunk "takes" 1 s, so the budget logic is exact."""
+class FakeWork:
+    """A clock and a step whose n samples "take" setup-free `cost * n * slowdown()` fake seconds."""
+
+    def __init__(self, cost: float, slowdown=lambda: 1.0) -> None:
+        self.now, self.cost, self.slowdown, self.steps = 0.0, cost, slowdown, []
+
+    def clock(self) -> float:
+        return self.now
+
+    def step(self, n: int, index: int) -> np.ndarray:
+        self.now += self.cost * n * self.slowdown()
+        self.steps.append(n)
+        return np.full(3, float(index))
+
+
+def test_budgeted_mean_stops_inside_the_budget() -> None:
+    work = FakeWork(cost=0.5)  # 0.5 s a sample, 10 s budget, 1 s already gone on setup
+    mean, done = budgeted_mean(work.step, 10_000, 10.0, start=-1.0, chunk=8, first=2, clock=work.clock)
+    assert work.now - (-1.0) <= 10.0
+    assert work.steps[0] == 2 and max(work.steps) <= 8
+    assert done == sum(work.steps) and done >= 10  # at least 2/3 of the 18 samples that could fit
+    weights = np.array(work.steps, dtype=float)
+    assert mean == pytest.approx(np.full(3, (weights * np.arange(len(weights))).sum() / weights.sum()))
+
+
+def test_budgeted_mean_keeps_the_budget_when_steps_vary() -> None:
+    """Steps up to 1.4x slower per sample than the first, at random: the budget still holds."""
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        work = FakeWork(cost=0.3, slowdown=lambda: rng.uniform(1.0, 1.4))
+        budgeted_mean(work.step, 10_000, 15.0, start=0.0, chunk=8, clock=work.clock)
+        assert work.now <= 15.0
+
+
+def test_budgeted_mean_always_runs_the_first_step_and_stops_at_max_samples() -> None:
+    late = FakeWork(cost=1.0)
+    _, done = budgeted_mean(late.step, 100, 5.0, start=-10.0, chunk=8, first=2, clock=late.clock)
+    assert done == 2 and late.steps == [2]  # the budget was gone before it began: one step, no more
+    ample = FakeWork(cost=0.001)
+    seen: list[float] = []
+    _, done = budgeted_mean(ample.step, 20, 1000.0, start=0.0, chunk=8, first=2, clock=ample.clock, progress=seen.append)
+    assert done == 20 and ample.steps == [2, 8, 8, 2] and seen[-1] == pytest.approx(1.0)
+
+
+def test_image_shap_counts_the_whole_wait(tiny) -> None:
+    """The budget runs from `start` (the click): setup and steps count, and the result says so."""
     model, _ = tiny
+    image, meta = torch.randn(3, 128, 128), torch.zeros(model.meta_dim)
     ticks = iter(range(1000))
 
-    def clock() -> float:
+    def clock() -> float:  # one fake second per reading
         return float(next(ticks))
 
-    image, meta = torch.randn(3, 128, 128), torch.zeros(model.meta_dim)
-    # readings: start 0; round 0 at 1 (runs), 2..3 (last = 1 s); round 1 at 4: 4 + 1.2 > 5 -> stop.
-    short = image_shap(model, image, meta, [0], max_samples=100_000, time_budget=5.0, chunk=2, clock=clock)
-    assert short.stopped_by_budget and short.samples == 2
-    assert short.seconds <= 5.0 + 1.0
-    ticks = iter(range(1000))
+    late = image_shap(model, image, meta, [0], max_samples=100, time_budget=5.0, chunk=2, clock=clock, start=-10.0)
+    assert late.samples == 2 and late.stopped_by_budget and late.seconds > 5.0
+    assert "over the budget" in late.summary(5.0)
     ample = image_shap(model, image, meta, [0], max_samples=4, time_budget=1000.0, chunk=2, clock=clock)
-    assert not ample.stopped_by_budget and ample.samples == 4
+    assert ample.samples == 4 and not ample.stopped_by_budget and ample.setup_seconds >= 1.0
+    assert ample.summary(1000.0).startswith("4 samples per class in")
+
+
+def test_blurred_baselines_match_one_2d_blur() -> None:
+    """The two 1-D passes give what one 2-D Gaussian kernel gives (the slow way it used to be done)."""
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    image = torch.randn(3, 32, 40, generator=torch.Generator().manual_seed(0))
+    fast = blurred_baselines(image, (3.0, 24.0))
+    for out, sigma, k in zip(fast, (3.0, 24.0), (19, 31)):  # 24 * 6 + 1 capped to the image's 31 rows
+        torch.testing.assert_close(out, gaussian_blur(image, [k, k], [sigma, sigma]), atol=1e-5, rtol=0)
 
 
 def test_image_shap_refuses_no_classes(tiny) -> None:
@@ -200,3 +256,25 @@ def test_compute_global_and_read_back(tiny, tiny_bundle: Path, rng: np.random.Ge
     (bundle / EXPLANATIONS_FILE).write_text(json.dumps({**result, "sha256": "0" * 64}))
     with pytest.raises(InputError):
         read_explanations(bundle)
+
+
+def test_explain_split_names_each_stage(tiny, tmp_path: Path) -> None:
+    """What the command and the page's Recompute run: one split of a HAM10000 folder, each stage reported."""
+    from PIL import Image
+
+    model, card = tiny
+    (tmp_path / "images").mkdir()
+    rows, splits = ["lesion_id,image_id,dx,dx_type,age,sex,localization"], ["image_id,split"]
+    for i in range(28):
+        dx = config.CLASSES[i % len(config.CLASSES)]
+        rows.append(f"L{i},I{i},{dx},histo,{30 + i},{'male' if i % 2 else 'female'},back")
+        splits.append(f"I{i},{'val' if i < 14 else 'train'}")
+        Image.fromarray(np.full((30, 40, 3), 8 * i, dtype=np.uint8)).save(tmp_path / "images" / f"I{i}.jpg")
+    (tmp_path / "HAM10000_metadata.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "split.csv").write_text("\n".join(splits) + "\n")
+    stages: list[str] = []
+    result = explain_split(model, card, tmp_path, tmp_path / "split.csv", "val",
+                           progress=lambda f, what: stages.append(what), n_repeats=1, shap_rows=5, use_shap=False)
+    assert result["split"] == "val" and result["n_images"] == 14
+    assert list(dict.fromkeys(stages)) == ["reading the dataset", "extracting image features", "permutation importance",
+                                           "metadata SHAP"]

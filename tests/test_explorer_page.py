@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import config, eda
 from core.dataset_stats import STATS_FILE
+from figure_checks import assert_toolbar_room, chart_specs
 from ui.explorer import DATA_ENV
 from ui.loaders import MODEL_ENV
 
@@ -59,9 +60,12 @@ def test_ham10000_charts_and_filters(monkeypatch, ham_dir):
         assert eda.CAPTIONS[key][:40] in captions, key
     assert "10,015 images pass the filters" in captions
     classes = spec(at, 0)
-    counts = {x: y for trace in classes["data"] for x, y in zip(trace["x"], _decode(trace["y"]))}
-    assert counts["nv"] == 6705 and counts["mel"] == 1113
+    counts = {y: x for trace in classes["data"] for y, x in zip(trace["y"], _decode(trace["x"]))}
+    assert counts["Melanocytic nevus"] == 6705 and counts["Melanoma"] == 1113
     assert "1,956 of 7,470 lesions have more than one image" in captions
+    confirmed = {trace["name"] for trace in titled(at, "Diagnosis confirmation type by class")["data"]}
+    assert confirmed == {"histopathology", "follow-up", "expert consensus", "confocal microscopy"}
+    assert_toolbar_room(at)
 
     at.multiselect(key="explorer_sex").set_value(["female"]).run()
     assert_clean(at)
@@ -72,6 +76,10 @@ def test_ham10000_charts_and_filters(monkeypatch, ham_dir):
     frame = pd.read_csv(ham_dir / "HAM10000_metadata.csv")
     expected = ((frame.sex == "female") & frame.age.between(40, 60) & (frame.dx == "mel")).sum()
     assert f"{expected:,} images pass the filters" in " ".join(c.value for c in at.caption)
+
+
+def titled(at: AppTest, title: str) -> dict:
+    return next(s for s in chart_specs(at) if s["layout"].get("title", {}).get("text") == title)
 
 
 def _decode(values) -> list:
@@ -146,8 +154,10 @@ def test_no_data_with_synthetic_statistics(monkeypatch, tmp_path):
     at = run()
     assert_clean(at)
     classes = spec(at, 0)
-    counts = {x: y for trace in classes["data"] for x, y in zip(trace["x"], _decode(trace["y"]))}
-    assert counts == {"mel": 2, "nv": 1}
+    counts = {y: x for trace in classes["data"] for y, x in zip(trace["y"], _decode(trace["x"]))}
+    assert counts == {"Melanoma": 2, "Melanocytic nevus": 1}
+    assert {trace["name"] for trace in titled(at, "Diagnosis confirmation type by class")["data"]} == {"histopathology", "follow-up"}
+    assert_toolbar_room(at)
     assert "3 images pass the filters" in " ".join(c.value for c in at.caption)
 
 

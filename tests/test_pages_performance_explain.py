@@ -21,6 +21,7 @@ from core import config
 from core.bundle import load_bundle, write_card
 from core.evaluate import eval_dataset, evaluate_model
 from core.explain import EXPLANATIONS_FILE, compute_global
+from figure_checks import assert_toolbar_room
 
 PAGES = Path(__file__).resolve().parent.parent / "pages"
 PERF, EXPLAIN = str(PAGES / "4_Model_Performance.py"), str(PAGES / "3_Explanations.py")
@@ -84,15 +85,17 @@ def test_performance_page_from_stored_aggregates(full_bundle: Path, env, tmp_pat
     (tmp_path / "comparison.json").write_text(json.dumps({"description": "test", "rows": [
         {"label": "papercnn", "status": "skipped", "note": "not run in this test"}]}))
     at = run(PERF)
-    # confusion, history, 2x ROC/PR, operating point, reliability, subgroups; no evaluated comparison row
-    assert charts(at) == 7
+    # confusion, history, 2x ROC/PR, operating point, 3 reliability (malignant, melanoma, top), subgroups;
+    # no evaluated comparison row
+    assert charts(at) == 9
     assert not at.error
     assert len(at.dataframe) >= 3  # per class, subgroups, comparison
     at.slider(key="perf_target_sensitivity").set_value(0.8).run()
     assert not at.exception
     at.radio(key="perf_confusion_mode").set_value("Row-normalised").run()
     at.selectbox(key="perf_subgroup_by").set_value("age band").run()
-    assert not at.exception and charts(at) == 7
+    assert not at.exception and charts(at) == 9
+    assert_toolbar_room(at)
 
 
 def test_explanations_page_from_stored_results(full_bundle: Path, env) -> None:
@@ -101,9 +104,38 @@ def test_explanations_page_from_stored_results(full_bundle: Path, env) -> None:
     assert charts(at) == 3  # permutation, SHAP bar, beeswarm
     assert not at.error
     assert "Pick from the validation/test images" not in at.radio(key="explain_source").options
-    at.radio(key="explain_perm_level").set_value("Each one-hot level").run()
+    at.radio(key="explain_perm_metric").set_value("melanoma_auroc").run()
     at.selectbox(key="explain_shap_output").set_value("malignant").run()
     assert not at.exception and charts(at) == 3
+    names = at.selectbox(key="explain_shap_output").options  # as displayed
+    assert_toolbar_room(at)
+    assert "Melanoma" in names and "Melanoma risk" in names and "mel" not in names
+
+
+@pytest.mark.parametrize("folder", ["root", "ham10000"])
+def test_explanations_with_the_documented_data_dir(full_bundle: Path, env, ham_dir: Path, folder: str) -> None:
+    """DERMO_DATA_DIR as the README documents it (../shared/data, absolute), or the HAM10000 folder itself:
+    the picker and the recompute button are there, and a picked image is explained with class names."""
+    env.setenv("DERMO_MODEL_DIR", str(full_bundle))
+    env.setenv("DERMO_DATA_DIR", str((ham_dir.parent if folder == "root" else ham_dir).resolve()))
+    at = run(EXPLAIN)
+    assert "Pick from the validation/test images" in at.radio(key="explain_source").options
+    assert at.button(key="explain_recompute").label.startswith("Recompute")
+    at.radio(key="explain_source").set_value("Pick from the validation/test images").run()
+    assert not at.exception and not at.error
+    pick = at.selectbox(key="explain_pick")
+    assert len(pick.options) > 2000  # validation + test images only
+    assert "(" in pick.options[0] and pick.options[0].endswith("split)")
+    assert any(name in pick.options[0] for name in config.CLASS_NAMES.values())
+    estimate = next(m.value for m in at.markdown if m.value.startswith("**Estimate:**"))
+    assert any(name in estimate for name in config.CLASS_NAMES.values())
+    assert at.get("plotly_chart")[-1].proto.spec  # the metadata waterfall
+    at.select_slider(key="explain_shap_samples").set_value(16)
+    at.slider(key="explain_shap_budget").set_value(5)
+    at.button(key="explain_shap_run").click().run()
+    assert not at.exception and not at.error
+    assert any("samples per class in" in c.value and "5 s budget" in c.value for c in at.caption)
+    assert_toolbar_room(at)  # waterfall and the image SHAP map with its subplot titles
 
 
 def test_pages_with_the_default_bundle(default_bundle: Path, env) -> None:

@@ -86,8 +86,8 @@ def _load_stored(path: str, mtime: float) -> DatasetStats:
 
 
 @st.cache_data(show_spinner=False, ttl=60)
-def _find_datasets(root: str) -> dict[str, Path]:
-    """The datasets under DERMO_DATA_DIR (re-scanned at most once a minute)."""
+def datasets_under(root: str) -> dict[str, Path]:
+    """The datasets under DERMO_DATA_DIR (re-scanned at most once a minute); the Explanations page shares it."""
     return find_datasets(root)
 
 
@@ -137,11 +137,12 @@ def image_colour(source: Source) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return store[source.key]
     frame = source.frame
     rows = colour_indices(len(frame))
-    bar = st.progress(0.0, text=f"Computing colour statistics of {len(rows):,} images (once per dataset)...")
+    waiting = "Colour statistics: waiting for another session computing them..." if lock.locked() else None
+    bar = st.progress(0.0, text=waiting or _colour_label(0, len(rows)))
     with lock:
         if source.key not in store:
             hists, ok = image_histograms(frame["image_path"].iloc[rows].tolist(),
-                                         progress=lambda i, n: bar.progress(i / max(n, 1)))
+                                         progress=lambda i, n: bar.progress(i / max(n, 1), text=_colour_label(i, n)))
             full = np.zeros((len(frame), *hists.shape[1:]), dtype=np.float32)
             full_ok = np.zeros(len(frame), dtype=bool)
             sampled = np.zeros(len(frame), dtype=bool)
@@ -153,6 +154,11 @@ def image_colour(source: Source) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return store[source.key]
 
 
+def _colour_label(done: int, total: int) -> str:
+    """The colour bar's text: every update must pass one, or Streamlit shows the bar unlabelled."""
+    return f"Colour statistics, computed once per dataset: {done:,} of {total:,} images read..."
+
+
 def unreadable_images(source: Source) -> int:
     """Images that exist but failed to decode (among those the colour statistics read)."""
     _, ok, sampled = image_colour(source)
@@ -160,7 +166,8 @@ def unreadable_images(source: Source) -> int:
 
 
 # -- sidebar ------------------------------------------------------------------------------
-def _env_root() -> Path | None:
+def env_root() -> Path | None:
+    """The folder DERMO_DATA_DIR names (a HAM10000 folder or one holding datasets), or None if unset."""
     value = os.environ.get(DATA_ENV, "").strip()
     return Path(value).expanduser() if value else None
 
@@ -170,8 +177,8 @@ def choose_source() -> Source | None:
 
     Raises InputError with a readable message for a bad path or CSV.
     """
-    root = _env_root()
-    found = _find_datasets(str(root)) if root else {}
+    root = env_root()
+    found = datasets_under(str(root)) if root else {}
     options = ([ENV_SOURCE] if root else []) + [PATH_SOURCE, UPLOAD_SOURCE, STORED_SOURCE]
     default = options.index(ENV_SOURCE if found else STORED_SOURCE)
     choice = st.sidebar.radio("Data source", options, index=default, key="explorer_source")

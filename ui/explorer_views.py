@@ -123,7 +123,7 @@ def quality(source: Source) -> None:
     cols[0].metric(f"Images per {source.group_word[:-1]} (mean)", f"{summary['images_per_lesion_mean']:.2f}")
     cols[1].metric(f"Images per {source.group_word[:-1]} (max)", f"{summary['images_per_lesion_max']:,}")
     cols[2].metric("Class imbalance (largest / smallest)", f"{summary['imbalance_ratio']:.1f} : 1",
-                   help=f"{summary['largest_class']} vs {summary['smallest_class']}")
+                   help=f"{eda.class_name(summary['largest_class'])} vs {eda.class_name(summary['smallest_class'])}")
     st.dataframe(eda.missing_table(summary), hide_index=True,
                  column_config={"percent": st.column_config.NumberColumn("percent", format="%.1f%%")})
     st.caption("Missing values per column: empty ages, sex or site recorded as unknown, and rows whose image file "
@@ -146,7 +146,7 @@ def gallery(source: Source, filters: eda.Filters) -> None:
     rows = eda.gallery_rows(eda.apply_filters(source.frame, filters), per_class=3, seed=int(seed))
     st.caption("Three images per diagnosis (seeded random draw among those passing the filters).")
     for dx, picks in rows.groupby("dx", sort=False):
-        st.markdown(f"**{eda.class_name(dx)}** ({dx}, {eda.group_of(picks['dx']).iloc[0]})")
+        st.markdown(f"**{eda.class_name(dx)}** ({eda.group_of(picks['dx']).iloc[0]})")
         for col, (_, row) in zip(st.columns(3), picks.iterrows()):
             age = "age ?" if row["age_missing"] else f"{row['age']:.0f} y"
             col.image(read_rgb(row["image_path"]), caption=f"{row['image_id']}: {age}, {row['sex']}, {row['site']}")
@@ -172,7 +172,7 @@ def transformations(source: Source, filters: eda.Filters) -> None:
     if rows.empty:
         st.warning("No image matches these filters.")
         return
-    labels = {f"{r.image_id} ({r.dx})": r.image_path for r in rows.itertuples()}
+    labels = {f"{r.image_id} ({eda.class_name(r.dx)})": r.image_path for r in rows.itertuples()}
     chosen = st.selectbox("Image", list(labels), key="explorer_image")
     image = read_rgb(labels[chosen])
     c = st.columns(4)
