@@ -107,8 +107,10 @@ def test_metrics_section(card: dict[str, Any]) -> None:
         st.caption(f"With all metadata withheld: balanced accuracy {withheld['balanced_accuracy']:.3f}, melanoma "
                    f"AUROC {withheld['melanoma']['auroc']:.3f}, malignant AUROC {withheld['malignant']['auroc']:.3f}.")
     normalise = st.radio("Confusion matrix", ["Counts", "Row-normalised"], horizontal=True, key="perf_confusion_mode")
-    st.plotly_chart(pf.confusion_figure(test["confusion_matrix"], card["classes"], normalise == "Row-normalised"),
+    labels = [names.get(c, c) for c in card["classes"]]
+    st.plotly_chart(pf.confusion_figure(test["confusion_matrix"], labels, normalise == "Row-normalised"),
                     key="perf_confusion")
+    st.caption("Rows: the true diagnosis; columns: the suggested class.")
     if card.get("history"):
         st.subheader("Training curves")
         st.plotly_chart(pf.history_figure(card["history"]), key="perf_history")
@@ -154,7 +156,10 @@ def calibration_section(agg: dict[str, Any]) -> None:
     st.markdown("Does a stated risk of 30% mean that 30 of 100 such lesions are malignant? Each point groups test "
                 "images by stated risk; on the diagonal, stated and observed agree. ECE = expected calibration "
                 "error, the average gap weighted by the number of images.")
-    for col, risk in zip(st.columns(3), ("malignant", "melanoma", "top")):
+    risks = [r for r in ("malignant", "melanoma", "top") if r in agg["reliability"]]
+    if len(risks) < 3:
+        st.info("This card stores only part of the calibration (written by an older version): run `make card`.")
+    for col, risk in zip(st.columns(3), risks):
         col.plotly_chart(pf.reliability_figure(agg["reliability"], risk), key=f"perf_reliability_{risk}")
 
 
