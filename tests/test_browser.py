@@ -125,5 +125,6 @@ def test_diagnose_page_in_chromium(app_url, driver, tmp_path):
     print(f"screenshot: {shot}")
     assert shot.stat().st_size > 10_000
     assert "Traceback" not in body and not driver.find_elements(By.CSS_SELECTOR, "[data-testid='stException']")
-    for text in ("Most likely class", "Malignant risk", "Melanoma risk", "Overlay", "Class probabilities"):
+    for text in ("Referral decision", "Suggested class", "Malignant risk", "Melanoma risk", "Overlay",
+                 "Class probabilities", "Colour scale"):
         assert text in body or driver.find_elements(By.XPATH, f"//*[contains(text(), '{text}')]"), text

@@ -241,7 +241,7 @@ def referral_box(predictor: Predictor, case: Case) -> None:
 def summary(predictor: Predictor, case: Case) -> None:
     p = case.prediction
     referral_box(predictor, case)
-    st.metric("Suggested class", class_label(predictor.card, p.top), f"{p.probs[p.top]:.1%}", delta_color="off")
+    st.metric("Suggested class", class_label(predictor.card, p.top))
     st.markdown("Most probable classes: " + "; ".join(
         f"{class_label(predictor.card, code)} {prob:.1%}" for code, prob in top_classes(p)))
     for note in headline_notes(p, predictor.card):
