@@ -22,13 +22,9 @@ from sklearn.model_selection import GroupKFold
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import config  # noqa: E402
-from core.calibration import METHODS, binary_reliability, ece_from_bins, fit_calibration, reliability_bins  # noqa: E402
+from core.calibration import METHODS, binary_reliability, ece_from_bins, fit_calibration, nll, reliability_bins  # noqa: E402
 from core.data import subset  # noqa: E402
 from core.evaluate import binary_scores, class_indices, eval_dataset, load_for_scoring, split_logits  # noqa: E402
-
-
-def nll(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))))
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from core.bundle import write_card
-from core.calibration import Calibration, balanced_accuracy, fit_calibration
+from core.calibration import Calibration, balanced_accuracy, fit_calibration, nll
 from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SPLITS_DIR, WEIGHTS_DIR
 from core.data import split_sha256, subset
 from core.errors import InputError
@@ -36,10 +36,6 @@ from core.models import FusionNet
 from core.transforms import FITS
 
 log = logging.getLogger(__name__)
-
-
-def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))))
 
 
 def fit_on_validation(model: FusionNet, card: dict[str, Any], val_frame: pd.DataFrame, val_images: list[np.ndarray],
@@ -64,8 +60,8 @@ def fit_on_validation(model: FusionNet, card: dict[str, Any], val_frame: pd.Data
     plain = Calibration(calib.bias, calib.temperature, calib.log_prior, 0.0)
     card["calibration"]["validation"] = {
         "n_images": int(len(labels)),
-        "nll_uncalibrated": _nll(torch.softmax(logits, 1).numpy(), labels),
-        "nll_calibrated": _nll(probs, labels),
+        "nll_uncalibrated": nll(torch.softmax(logits, 1).numpy(), labels),
+        "nll_calibrated": nll(probs, labels),
         "balanced_accuracy_argmax": balanced_accuracy(labels, plain.suggest(probs)),
         "balanced_accuracy_rule": balanced_accuracy(labels, calib.suggest(probs)),
     }

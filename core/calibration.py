@@ -118,6 +118,11 @@ def fit_temperature(logits: torch.Tensor, labels: np.ndarray) -> float:
     return float(np.clip(log_t.exp().item(), 0.05, 20.0))
 
 
+def nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true class (what calibration is fitted and chosen on)."""
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))))
+
+
 def balanced_accuracy(labels: np.ndarray, pred: np.ndarray) -> float:
     """Mean recall over the classes present in `labels` (sklearn's, without its warning on absent classes)."""
     return float(np.mean([np.mean(pred[labels == c] == c) for c in np.unique(labels)])) if len(labels) else float("nan")
