@@ -383,6 +383,16 @@ def split_logits(model: FusionNet, card: dict[str, Any], dataset: LesionDataset)
     return views, labels
 
 
+def centre_square(image: np.ndarray) -> np.ndarray:
+    """The central square of an image, its side the shorter side (150x150 of a 200x150 image): what
+    a user's square crop around the lesion looks like. The card's transform then fits it to the
+    model's input (padded for cards with input.fit "pad")."""
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return image[top:top + side, left:left + side]
+
+
 def evaluate_model(
     model: FusionNet,
     card: dict[str, Any],
@@ -391,9 +401,10 @@ def evaluate_model(
     n_boot: int = 1000,
 ) -> dict[str, Any]:
     """Test metrics on all the model's inputs (the image, plus the metadata for a fusion model) and
-    with all metadata withheld (fusion only), calibration of the top class and of both risks before
-    and after the card's calibration, and the page's aggregates. `frame` is row-aligned with
-    `dataset`: its lesion ids drive the bootstrap, its columns the subgroups."""
+    with all metadata withheld (fusion only), on centre crops of the same images ("centre_crop",
+    see `centre_square`; all inputs), calibration of the top class and of both risks before and
+    after the card's calibration, and the page's aggregates. `frame` is row-aligned with `dataset`:
+    its lesion ids drive the bootstrap, its columns the subgroups."""
     groups = frame["group_id"].to_numpy()
     views, labels = split_logits(model, card, dataset)
     calib = Calibration.from_card(card)
@@ -410,6 +421,8 @@ def evaluate_model(
         },
         "aggregates": performance_aggregates(logits, labels, groups, card, frame, n_boot),
     }
+    crops = eval_dataset(card, frame, [centre_square(image) for image in dataset.images])
+    views["centre_crop"] = split_logits(model, card, crops)[0]["all_inputs"]
     for view, view_logits in views.items():
         result[view] = compute_metrics(calib.probs(view_logits), labels, groups, card, n_boot)
     return result
@@ -436,7 +449,7 @@ def paired_difference(
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
     """A short human-readable report."""
     lines = []
-    for view in ("all_inputs", "metadata_withheld"):
+    for view in ("all_inputs", "metadata_withheld", "centre_crop"):
         if view not in metrics:
             continue
         m = metrics[view]

@@ -12,6 +12,7 @@ from core.calibration import ece_from_bins, expected_calibration_error, fit_temp
 from core.evaluate import (
     age_band,
     binary_curves,
+    centre_square,
     operating_points,
     performance_aggregates,
     sensitivity_at_specificity,
@@ -141,3 +142,12 @@ def test_paired_difference_by_construction() -> None:
     diff, lo, hi = paired_difference(auc(good), auc(noisy), groups, n_boot=200)
     assert 0 < lo < diff < hi
     assert paired_difference(auc(good), auc(good), groups, n_boot=50) == (0.0, 0.0, 0.0)
+
+
+def test_centre_square_takes_the_middle_of_the_longer_side() -> None:
+    image = np.zeros((150, 200, 3), dtype=np.uint8)
+    image[:, 25:175] = 255  # the central 150 columns
+    crop = centre_square(image)
+    assert crop.shape == (150, 150, 3) and crop.min() == 255
+    portrait = np.arange(200 * 150).reshape(200, 150)
+    assert np.array_equal(centre_square(portrait), portrait[25:175])

@@ -26,7 +26,7 @@ def test_one_epoch_smoke_training_writes_a_working_bundle(tmp_path, ham_dir, rea
     card = read_card(tmp_path / "bundle")
     assert card["data"]["licence"] == "CC BY-NC 4.0" and "lesion-grouped" in card["data"]["split_method"]
     assert card["training"]["epochs_run"] == 1 and len(card["history"]) == 1
-    assert {"all_inputs", "metadata_withheld", "calibration"} <= set(card["metrics"])
+    assert {"all_inputs", "metadata_withheld", "centre_crop", "calibration"} <= set(card["metrics"])
     assert 0.05 <= card["calibration"]["temperature"] <= 20 and card["input"]["flip_average"] is True
     assert card["data"]["split_sha256"] and 0.0 <= card["calibration"]["alpha"] <= 1.0
     history = pd.read_csv(tmp_path / "run" / "history.csv")

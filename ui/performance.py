@@ -102,10 +102,12 @@ def test_metrics_section(card: dict[str, Any]) -> None:
         if interval:
             col.caption(pf.ci_text(interval))
     st.dataframe(pf.per_class_table(test, agg, names), hide_index=True, key="perf_per_class")
-    withheld = card["metrics"].get("metadata_withheld")
-    if withheld:
-        st.caption(f"With all metadata withheld: balanced accuracy {withheld['balanced_accuracy']:.3f}, melanoma "
-                   f"AUROC {withheld['melanoma']['auroc']:.3f}, malignant AUROC {withheld['malignant']['auroc']:.3f}.")
+    for view, text in (("metadata_withheld", "With all metadata withheld"),
+                       ("centre_crop", "On square centre crops of the same images (the central 150x150)")):
+        other = card["metrics"].get(view)
+        if other:
+            st.caption(f"{text}: balanced accuracy {other['balanced_accuracy']:.3f}, melanoma AUROC "
+                       f"{other['melanoma']['auroc']:.3f}, malignant AUROC {other['malignant']['auroc']:.3f}.")
     normalise = st.radio("Confusion matrix", ["Counts", "Row-normalised"], horizontal=True, key="perf_confusion_mode")
     labels = [names.get(c, c) for c in card["classes"]]
     st.plotly_chart(pf.confusion_figure(test["confusion_matrix"], labels, normalise == "Row-normalised"),
