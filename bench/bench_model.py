@@ -16,23 +16,30 @@ then times the default Predictor at batch 1 and batch 32.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import config  # noqa: E402
 from core.bundle import load_bundle  # noqa: E402
-from core.calibration import Calibration, balanced_accuracy, binary_reliability, ece_from_bins, reliability_bins  # noqa: E402
+from core.calibration import Calibration, binary_reliability, ece_from_bins, reliability_bins  # noqa: E402
 from core.data import prepare_for_card, subset  # noqa: E402
-from core.evaluate import binary_scores, class_indices, eval_dataset, paired_difference, split_logits  # noqa: E402
+from core.evaluate import (  # noqa: E402
+    binary_scores,
+    class_indices,
+    deployed_scorers,
+    difference_verdict,
+    eval_dataset,
+    paired_difference,
+    split_logits,
+)
 from core.inference import Predictor  # noqa: E402
 
 TARGETS = {"balanced_accuracy": 0.75, "melanoma_auroc": 0.90, "malignant_auroc": 0.92}
@@ -49,23 +56,6 @@ def outputs(name: str, data: Path) -> tuple[dict[str, np.ndarray], np.ndarray, n
     return {v: calib.probs(logits) for v, logits in views.items()}, labels, frame["group_id"].to_numpy(), card
 
 
-def scorers(card: dict, labels: np.ndarray) -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
-    """metric -> statistic(rows, probs), as paired_difference needs them."""
-    calib = Calibration.from_card(card)
-
-    def auc(idx: list[int]) -> Callable[[np.ndarray, np.ndarray], float]:
-        def score(rows: np.ndarray, probs: np.ndarray) -> float:
-            truth, s = binary_scores(probs[rows], labels[rows], idx)
-            return float(roc_auc_score(truth, s)) if 0 < truth.sum() < len(truth) else float("nan")
-        return score
-
-    return {
-        "balanced_accuracy": lambda rows, probs: balanced_accuracy(labels[rows], calib.suggest(probs[rows])),
-        "melanoma_auroc": auc(class_indices(card, [card["melanoma"]])),
-        "malignant_auroc": auc(class_indices(card, card["malignant"])),
-    }
-
-
 def calibration_errors(probs: np.ndarray, labels: np.ndarray, card: dict) -> dict[str, float]:
     out = {"top": ece_from_bins(reliability_bins(probs, labels))}
     for task, names in (("malignant", card["malignant"]), ("melanoma", [card["melanoma"]])):
@@ -77,8 +67,8 @@ def quality_table(args: argparse.Namespace) -> None:
     fusion, labels, groups, card = outputs("fusion-lite0", args.data)
     image, image_labels, _, image_card = outputs("image-lite0", args.data)
     assert np.array_equal(labels, image_labels), "the two bundles were scored on different images"
-    score = scorers(card, labels)
-    image_score = scorers(image_card, labels)
+    score = deployed_scorers(card, labels)
+    image_score = deployed_scorers(image_card, labels)
     rows = {"fusion-lite0": (fusion["all_inputs"], score, card),
             "fusion-lite0 (metadata withheld)": (fusion["metadata_withheld"], score, card),
             "image-lite0": (image["all_inputs"], image_score, image_card)}
@@ -101,14 +91,23 @@ def quality_table(args: argparse.Namespace) -> None:
               (fusion["metadata_withheld"], score)),
              ("fusion (metadata withheld) - image-only", (fusion["metadata_withheld"], score),
               (image["all_inputs"], image_score))]
+    differences = []
     for label, (a, score_a), (b, score_b) in pairs:
         parts = []
         for metric in TARGETS:  # each model scored with its own card's decision rule
             diff, lo, hi = paired_difference(lambda rows: score_a[metric](rows, a), lambda rows: score_b[metric](rows, b),
                                              groups, args.bootstrap)
-            verdict = "tie" if lo <= 0 <= hi else ("better" if lo > 0 else "worse")
-            parts.append(f"{metric} {diff:+.3f} [{lo:+.3f}, {hi:+.3f}] {verdict}")
+            parts.append(f"{metric} {diff:+.3f} [{lo:+.3f}, {hi:+.3f}] {difference_verdict(lo, hi)}")
+            differences.append({"comparison": label, "metric": metric, "difference": diff, "ci95": [lo, hi]})
         print(f"  {label:44s} " + "; ".join(parts))
+    if args.json:
+        args.json.write_text(json.dumps({
+            "description": "Paired differences of the default bundles on the same lesion-grouped test images "
+                           "(lesion bootstrap); written by python bench/bench_model.py --json",
+            "n_images": len(labels), "n_lesions": int(len(set(groups))), "bootstrap": args.bootstrap,
+            "bundles": {name: card_["version"] for name, card_ in (("fusion-lite0", card), ("image-lite0", image_card))},
+            "differences": differences}, indent=1) + "\n")
+        print(f"\nwritten: {args.json}")
 
 
 def throughput(predictor: Predictor, images: list[np.ndarray], batch: int, repeats: int) -> float:
@@ -127,6 +126,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=config.DEFAULT_DATA_DIR / "ham10000")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="also write the paired differences here (the Model performance "
+                        "page reads results/paired_differences.json)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     quality_table(args)

@@ -446,6 +446,30 @@ def paired_difference(
     return float(diff), lo, hi
 
 
+def deployed_scorers(card: dict[str, Any], labels: np.ndarray) -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
+    """metric -> statistic(rows, probs) as the card deploys the model (the suggested-class rule for
+    balanced accuracy), in the form `paired_difference` resamples: balanced accuracy, melanoma and
+    malignant AUROC (nan on a resample that lacks one side)."""
+    calib = Calibration.from_card(card)
+
+    def auc(idx: list[int]) -> Callable[[np.ndarray, np.ndarray], float]:
+        def score(rows: np.ndarray, probs: np.ndarray) -> float:
+            truth, s = binary_scores(probs[rows], labels[rows], idx)
+            return float(roc_auc_score(truth, s)) if 0 < truth.sum() < len(truth) else float("nan")
+        return score
+
+    return {
+        "balanced_accuracy": lambda rows, probs: balanced_accuracy(labels[rows], calib.suggest(probs[rows])),
+        "melanoma_auroc": auc(class_indices(card, [card["melanoma"]])),
+        "malignant_auroc": auc(class_indices(card, card["malignant"])),
+    }
+
+
+def difference_verdict(low: float, high: float) -> str:
+    """How a difference with this 95% interval may be worded: a tie when the interval holds 0."""
+    return "tie" if low <= 0 <= high else ("better" if low > 0 else "worse")
+
+
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
     """A short human-readable report."""
     lines = []

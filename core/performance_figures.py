@@ -242,6 +242,35 @@ def comparison_figure(results: dict[str, Any]) -> go.Figure | None:
     return with_toolbar_room(fig, subplot_titles=True, bottom=30)
 
 
+DIFFERENCE_METRICS = {"balanced_accuracy": "balanced accuracy", "melanoma_auroc": "melanoma AUROC",
+                      "malignant_auroc": "malignant AUROC"}
+
+
+def difference_figure(differences: list[dict[str, Any]]) -> go.Figure:
+    """Paired differences (A - B, both scored on the same test images), one panel per metric, each
+    with its lesion-bootstrap 95% interval and a line at 0. A difference whose interval holds 0 is a
+    tie: drawn grey and labelled so."""
+    comparisons = list(dict.fromkeys(d["comparison"] for d in differences))
+    fig = make_subplots(rows=1, cols=len(DIFFERENCE_METRICS), shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=list(DIFFERENCE_METRICS.values()))
+    for col, key in enumerate(DIFFERENCE_METRICS, start=1):
+        rows = {d["comparison"]: d for d in differences if d["metric"] == key}
+        shown = [c for c in comparisons if c in rows]
+        diff = np.array([rows[c]["difference"] for c in shown], dtype=float)
+        lo, hi = (np.array([rows[c]["ci95"][i] for c in shown], dtype=float) for i in (0, 1))
+        tie = (lo <= 0) & (hi >= 0)
+        fig.add_trace(go.Scatter(x=diff, y=shown, mode="markers+text", showlegend=False,
+                                 marker={"size": 10, "color": np.where(tie, "#9a9a9a", "#1f4e79")},
+                                 text=np.where(tie, "tie", ""), textposition="top center",
+                                 error_x={"type": "data", "symmetric": False, "array": hi - diff,
+                                          "arrayminus": diff - lo, "color": "#555555"},
+                                 hovertemplate="%{y}<br>%{x:+.3f}<extra></extra>"), row=1, col=col)
+        fig.add_vline(x=0, line_dash="dot", line_color="#b03a2e", row=1, col=col)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(height=140 + 70 * len(comparisons))
+    return with_toolbar_room(fig, subplot_titles=True, bottom=30)
+
+
 def _latency(row: dict[str, Any]) -> str:
     if row.get("infer_seconds_per_image") is None:
         return "n/a"

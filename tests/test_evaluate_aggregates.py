@@ -13,6 +13,8 @@ from core.evaluate import (
     age_band,
     binary_curves,
     centre_square,
+    deployed_scorers,
+    difference_verdict,
     operating_points,
     performance_aggregates,
     sensitivity_at_specificity,
@@ -151,3 +153,20 @@ def test_centre_square_takes_the_middle_of_the_longer_side() -> None:
     assert crop.shape == (150, 150, 3) and crop.min() == 255
     portrait = np.arange(200 * 150).reshape(200, 150)
     assert np.array_equal(centre_square(portrait), portrait[25:175])
+
+
+def test_difference_verdict_calls_an_interval_holding_zero_a_tie() -> None:
+    assert difference_verdict(-0.01, 0.03) == "tie" and difference_verdict(0.0, 0.03) == "tie"
+    assert difference_verdict(0.002, 0.03) == "better" and difference_verdict(-0.05, -0.01) == "worse"
+
+
+def test_deployed_scorers_by_hand() -> None:
+    labels = np.array([4, 4, 5, 5])  # mel, mel, nv, nv
+    probs = np.full((4, 7), 0.05)
+    probs[[0, 1, 2, 3], [4, 5, 5, 5]] = 0.7  # one melanoma called a nevus
+    probs[1, 4] = 0.2  # ...but ranked above both nevi for melanoma
+    score = deployed_scorers(card(), labels)
+    every = np.arange(4)
+    assert score["balanced_accuracy"](every, probs) == pytest.approx(0.75)  # mel recall 1/2, nv recall 2/2
+    assert score["melanoma_auroc"](every, probs) == 1.0
+    assert np.isnan(score["melanoma_auroc"](np.array([2, 3]), probs))  # no melanoma in the resample

@@ -62,6 +62,7 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """No dataset, no comparison results; caches cleared so each test sees its own bundle."""
     monkeypatch.setenv("DERMO_DATA_DIR", str(tmp_path / "no-data"))
     monkeypatch.setenv("DERMO_COMPARISON", str(tmp_path / "comparison.json"))
+    monkeypatch.setenv("DERMO_PAIRED_DIFFERENCES", str(tmp_path / "paired_differences.json"))
     st.cache_data.clear()
     st.cache_resource.clear()
     yield monkeypatch
@@ -84,17 +85,24 @@ def test_performance_page_from_stored_aggregates(full_bundle: Path, env, tmp_pat
     env.setenv("DERMO_MODEL_DIR", str(full_bundle))
     (tmp_path / "comparison.json").write_text(json.dumps({"description": "test", "rows": [
         {"label": "papercnn", "status": "skipped", "note": "not run in this test"}]}))
+    (tmp_path / "paired_differences.json").write_text(json.dumps({
+        "description": "test", "n_images": 42, "n_lesions": 21, "bootstrap": 20, "differences": [
+            {"comparison": comparison, "metric": metric, "difference": diff, "ci95": [diff - 0.02, diff + 0.02]}
+            for comparison, diff in (("A - B", 0.01), ("A - C", 0.05))
+            for metric in ("balanced_accuracy", "melanoma_auroc", "malignant_auroc")]}))
     at = run(PERF)
-    # confusion, history, 2x ROC/PR, operating point, 3 reliability (malignant, melanoma, top), subgroups;
-    # no evaluated comparison row
-    assert charts(at) == 9
+    # confusion, history, 2x ROC/PR, operating point, 3 reliability (malignant, melanoma, top), subgroups,
+    # paired differences; no evaluated comparison row
+    assert charts(at) == 10
+    assert any("Ties: A - B, balanced accuracy; A - B, melanoma AUROC; A - B, malignant AUROC." in c.value
+               for c in at.caption)
     assert not at.error
     assert len(at.dataframe) >= 3  # per class, subgroups, comparison
     at.slider(key="perf_target_sensitivity").set_value(0.8).run()
     assert not at.exception
     at.radio(key="perf_confusion_mode").set_value("Row-normalised").run()
     at.selectbox(key="perf_subgroup_by").set_value("age band").run()
-    assert not at.exception and charts(at) == 9
+    assert not at.exception and charts(at) == 10
     assert_toolbar_room(at)
 
 

@@ -15,15 +15,23 @@ import streamlit as st
 from core import performance_figures as pf
 from core.config import REPO_ROOT
 from core.errors import InputError
+from core.evaluate import difference_verdict
 from core.report import calibration_text, threshold_cost_lines
 
 #: Environment variable naming the comparison study's results file.
 COMPARISON_ENV = "DERMO_COMPARISON"
 DEFAULT_COMPARISON = REPO_ROOT / "results" / "comparison.json"
+#: Environment variable naming the default bundles' paired differences (`bench/bench_model.py --json`).
+PAIRED_ENV = "DERMO_PAIRED_DIFFERENCES"
+DEFAULT_PAIRED = REPO_ROOT / "results" / "paired_differences.json"
 
 
 def comparison_path() -> Path:
     return Path(os.environ.get(COMPARISON_ENV, DEFAULT_COMPARISON))
+
+
+def paired_path() -> Path:
+    return Path(os.environ.get(PAIRED_ENV, DEFAULT_PAIRED))
 
 
 @st.cache_data
@@ -34,12 +42,16 @@ def _read(path: str, mtime: float) -> dict[str, Any]:
         raise InputError(f"{path} is not valid JSON ({exc}).") from None
 
 
-def get_comparison() -> dict[str, Any] | None:
-    """The study's results, or None before the study has been run (re-read when the file changes)."""
-    path = comparison_path()
+def read_results(path: Path) -> dict[str, Any] | None:
+    """A results file, or None before the command that writes it has run (re-read when it changes)."""
     if not path.is_file():
         return None
     return _read(str(path), path.stat().st_mtime)
+
+
+def get_comparison() -> dict[str, Any] | None:
+    """The comparison study's results, or None before the study has been run."""
+    return read_results(comparison_path())
 
 
 LIMITATIONS = (
@@ -202,3 +214,24 @@ def comparison_section() -> None:
                    "overlap, this test split cannot tell the models apart.")
     for note in comparison.get("notes", []):
         st.markdown(f"- {note}")
+
+
+def paired_differences_section() -> None:
+    st.header("Paired comparisons of the default models")
+    try:
+        results = read_results(paired_path())
+    except InputError as exc:
+        st.error(str(exc))
+        return
+    if results is None:
+        st.info("The paired comparisons have not been computed here yet: "
+                "`python bench/bench_model.py --json results/paired_differences.json`.")
+        return
+    st.caption(f"{results['description']}: {results['n_images']} test images of {results['n_lesions']} lesions, "
+               f"{results['bootstrap']} resamples. Each model is scored with its own card's decision rule.")
+    st.plotly_chart(pf.difference_figure(results["differences"]), key="perf_paired_differences")
+    ties = [f"{d['comparison']}, {pf.DIFFERENCE_METRICS[d['metric']]}" for d in results["differences"]
+            if difference_verdict(*d["ci95"]) == "tie"]
+    st.caption("Points: the difference on the test split; bars: its 95% interval. An interval that contains 0 "
+               "is a tie: this test split cannot tell the two apart. "
+               + (f"Ties: {'; '.join(ties)}." if ties else "No tie."))
