@@ -14,7 +14,7 @@ card = card_or_stop()
 section.model_card_section(card)
 metrics = card.get("metrics", {})
 if not metrics.get("all_inputs"):
-    st.info("This model card holds no test metrics. Run `make card` (python -m core.evaluate --write-card) with "
+    st.info("This model card holds no test metrics. Run `make card` (python -m core.model.evaluate --write-card) with "
             "the dataset present.")
     st.stop()
 section.test_metrics_section(card)

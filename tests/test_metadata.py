@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from core.errors import InputError
-from core.metadata import UNKNOWN, MetadataEncoder
+from core.data.metadata import UNKNOWN, MetadataEncoder
 
 
 def slot(enc: MetadataEncoder, vec: np.ndarray, name: str) -> float:

@@ -10,12 +10,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import audit, heatmap
-from core.diagnose import Case, Upload, analyse, audit_outputs, cam_map, decode, results_row
+from core.clinic import audit
+
+from core.explain import heatmap
+from core.clinic.diagnose import Case, Upload, analyse, audit_outputs, cam_map, decode, results_row
 from core.errors import InputError
 from core.inference import Predictor
-from core.metadata import UNKNOWN
-from core.report import (
+from core.data.metadata import UNKNOWN
+from core.clinic.report import (
     DISCLAIMER,
     build_report,
     class_label,

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import streamlit as st
 
-from core.bundle import read_card
+from core.model.bundle import read_card
 from core.config import DEFAULT_MODEL, WEIGHTS_DIR
 from core.errors import InputError
 from core.inference import Predictor

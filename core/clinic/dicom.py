@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from core.errors import InputError
-from core.imageio import MAX_PIXELS, load_rgb
+from core.clinic.imageio import MAX_PIXELS, load_rgb
 
 log = logging.getLogger(__name__)
 

@@ -1,18 +1,18 @@
 """The input gate: is this a dermoscopic image of a skin lesion at all?
 
-A distance from the training images (core.ood) only knows the training images, so it has to
+A distance from the training images (core.clinic.ood) only knows the training images, so it has to
 guess where "unlike them" starts: it let an inbox screenshot through and stopped real vascular
 lesions. The gate also learns what dermoscopy is *not*: a logistic regression on the
 standardised backbone features of the prediction's own forward pass plus a few colour and
 texture statistics of the decoded image, fitted with HAM10000 training-split images as
-positives and the generated non-dermoscopy images of core.gate_negatives as negatives.
+positives and the generated non-dermoscopy images of core.clinic.gate_negatives as negatives.
 
 Its threshold is set on the validation split only (real lesions the fit has not seen): the
 lowest at which no diagnosis, however rare, has more than `max_rate` of its images flagged
 there. An image above it is graded "not a dermoscopic image" and its result is
-withheld (core.quality).
+withheld (core.clinic.quality).
 
-    python -m core.gate --bundle weights/fusion-lite0
+    python -m core.clinic.gate --bundle weights/fusion-lite0
 
 fits the gate for a bundle's own features and writes it into the card under "gate"
 (`bench/bench_gate.py` measures it on held-out negatives and the test split).
@@ -33,16 +33,16 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
-from core.bundle import load_bundle, read_card, write_card
+from core.model.bundle import load_bundle, read_card, write_card
 from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SPLITS_DIR, WEIGHTS_DIR
 from core.errors import InputError
-from core.models import FusionNet, image_features
-from core.ood import ENCODING, pack_array, per_class_quantile, unpack_array
-from core.transforms import card_transform
+from core.model.networks import FusionNet, image_features
+from core.clinic.ood import ENCODING, pack_array, per_class_quantile, unpack_array
+from core.data.transforms import card_transform
 
 log = logging.getLogger(__name__)
 
-#: Image statistics (here and in core.quality) are measured on the image scaled to this shorter
+#: Image statistics (here and in core.clinic.quality) are measured on the image scaled to this shorter
 #: side (the training images' 150 px), so they do not depend on the camera's resolution.
 ANALYSIS_SIDE = 150
 
@@ -197,7 +197,7 @@ class Gate:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Gate":
         if data.get("statistics") != list(STATISTICS):
-            raise InputError("The model card's gate was fitted on other image statistics: re-run python -m core.gate.")
+            raise InputError("The model card's gate was fitted on other image statistics: re-run python -m core.clinic.gate.")
         try:
             return cls(unpack_array(data["mean"]), unpack_array(data["scale"]), unpack_array(data["coef"]),
                        float(data["intercept"]), float(data["threshold"]))
@@ -207,7 +207,7 @@ class Gate:
 
 def choose_threshold(scores: np.ndarray, labels: np.ndarray, max_rate: float, floor: float = 0.5) -> float:
     """The lowest threshold at which no class of real lesions has more than `max_rate` flagged
-    (core.ood.per_class_quantile), and at least `floor`: the gate never flags an image it thinks
+    (core.clinic.ood.per_class_quantile), and at least `floor`: the gate never flags an image it thinks
     more likely dermoscopic than not."""
     return max(floor, per_class_quantile(scores, labels, max_rate))
 
@@ -244,8 +244,8 @@ def rgb_design(model: FusionNet, card: dict[str, Any], rgbs: Iterable[np.ndarray
 
 
 def ham_design(model: FusionNet, card: dict[str, Any], frame: pd.DataFrame, images: list[np.ndarray]) -> np.ndarray:
-    """Design rows for HAM10000 images through the evaluation pipeline (core.evaluate.extract)."""
-    from core.evaluate import eval_dataset, extract, flip_average
+    """Design rows for HAM10000 images through the evaluation pipeline (core.model.evaluate.extract)."""
+    from core.model.evaluate import eval_dataset, extract, flip_average
 
     features = extract(model, eval_dataset(card, frame, images), flip_average(card))[0].double().numpy()
     return design(features, np.stack([image_statistics(rgb) for rgb in images]))
@@ -254,7 +254,7 @@ def ham_design(model: FusionNet, card: dict[str, Any], frame: pd.DataFrame, imag
 def negatives_design(model: FusionNet, card: dict[str, Any], split: str, per_family: int,
                      families: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
     """Design rows and family names of `per_family` generated negatives of each family."""
-    from core.gate_negatives import FAMILIES, negatives
+    from core.clinic.gate_negatives import FAMILIES, negatives
 
     names = list(families or FAMILIES)
     pairs = negatives(split, per_family, names)
@@ -277,7 +277,7 @@ def capped_sample(frame: pd.DataFrame, per_class: int, seed: int) -> np.ndarray:
 def ham_for_card(card: dict[str, Any], args: argparse.Namespace) -> tuple[pd.DataFrame, list[np.ndarray]]:
     """HAM10000 on the split the card's model was trained with (another split is refused), or,
     with `--limit`, a stratified sample of it decoded in a second (a quick check)."""
-    from core.data import prepare, prepare_for_card
+    from core.data.datasets import prepare, prepare_for_card
 
     if args.limit:
         return prepare(args.data, args.split_file, card["training"]["seed"], limit=args.limit)[:2]
@@ -286,7 +286,7 @@ def ham_for_card(card: dict[str, Any], args: argparse.Namespace) -> tuple[pd.Dat
 
 def fit_for_bundle(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """Fit the gate for one bundle: the weights' sha256 it was fitted for, and its card section."""
-    from core.data import subset
+    from core.data.datasets import subset
 
     model, card = load_bundle(args.bundle)
     seed = card["training"]["seed"]
@@ -309,7 +309,7 @@ def fit_for_bundle(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         f"{k} {v:.0%}" for k, v in flag_rates(gate.score(negatives), families, gate.threshold).items()))
     how = (
         f"fitted on {len(positives)} training-split images (at most {args.per_class} per class) and "
-        f"{len(negatives)} generated negatives (core.gate_negatives, split 'fit', {args.negatives} per family), "
+        f"{len(negatives)} generated negatives (core.clinic.gate_negatives, split 'fit', {args.negatives} per family), "
         f"C={args.c}; threshold = the largest per-class {1 - args.max_rate:.1%} quantile of the "
         f"{len(val)} validation-split images' scores (at least 0.5)"
     )

@@ -1,4 +1,4 @@
-"""Images that are not dermoscopy, made in code: the negatives the input gate (core.gate) learns from.
+"""Images that are not dermoscopy, made in code: the negatives the input gate (core.clinic.gate) learns from.
 
 Why made here and not collected: the repo ships no one else's pictures, and a generator makes as
 many as the fit needs, the same ones on every machine, with a held-out part no fit has seen. The

@@ -13,12 +13,12 @@ unusual: a pooled 99 % threshold flagged 10 % of the test split's vascular lesio
 its akiec, against 0.3 % of nevi. The threshold is per class too: the lowest at which no
 diagnosis has more than `max_rate` of its validation images flagged.
 
-    python -m core.ood --bundle weights/fusion-lite0 --data ../shared/data/ham10000
+    python -m core.clinic.ood --bundle weights/fusion-lite0 --data ../shared/data/ham10000
 
 fits on the training split, sets the threshold on the validation split's scores (held-out
 images, so the threshold is not flattered by fitting), and writes both into the card under
 "ood". The flag it raises is a caution ("unusual image"), never a refusal: telling dermoscopy
-from everything else is the input gate's job (core.gate).
+from everything else is the input gate's job (core.clinic.gate).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from sklearn.decomposition import PCA
 
-from core.bundle import load_bundle, read_card, write_card
+from core.model.bundle import load_bundle, read_card, write_card
 from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SPLITS_DIR, WEIGHTS_DIR
 from core.errors import InputError
 
@@ -146,8 +146,8 @@ def image_features(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.data import prepare_for_card, subset
-    from core.evaluate import eval_dataset, extract, flip_average
+    from core.data.datasets import prepare_for_card, subset
+    from core.model.evaluate import eval_dataset, extract, flip_average
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=WEIGHTS_DIR / DEFAULT_MODEL)

@@ -5,9 +5,9 @@ colour; its output on anything else deserves less trust, and on something that i
 dermoscopy at all it means nothing. Each check raises a flag (a short code) with one sentence
 for the clinician, and every flag has a grade; the report's grade is its most severe one:
 
-- "not dermoscopy": the input gate (core.gate) says this is not a dermoscopic image; the
+- "not dermoscopy": the input gate (core.clinic.gate) says this is not a dermoscopic image; the
   result is withheld;
-- "unusual image": a dermoscopic image unlike the training images (core.ood); shown with a
+- "unusual image": a dermoscopic image unlike the training images (core.clinic.ood); shown with a
   caution;
 - "poor quality": too small, blurry, too dark or bright, or without colour; shown with the
   reason.
@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from core.gate import Gate, at_analysis_size
-from core.ood import OODModel
+from core.clinic.gate import Gate, at_analysis_size
+from core.clinic.ood import OODModel
 
 log = logging.getLogger(__name__)
 

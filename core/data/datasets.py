@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from core.config import CLASSES
 from core.errors import InputError
-from core.metadata import SITE_REGION, UNKNOWN, MetadataEncoder
+from core.data.metadata import SITE_REGION, UNKNOWN, MetadataEncoder
 
 log = logging.getLogger(__name__)
 

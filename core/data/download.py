@@ -1,12 +1,12 @@
 """Download HAM10000 from the Harvard Dataverse (doi:10.7910/DVN/DBW86T) into a local folder.
 
-    python -m core.download --dest ~/data/ham10000      # about 2.6 GB; then
+    python -m core.data.download --dest ~/data/ham10000      # about 2.6 GB; then
     DERMO_DATA_DIR=~/data streamlit run app.py
 
 It asks the Dataverse API for the dataset's file list, downloads the metadata table (as the
 original CSV) and the two image archives, checks each file's MD5 against the list, and unpacks
 the images into HAM10000_images_part_1/ and HAM10000_images_part_2/, the layout
-`core.data.load_ham10000` reads. Files already present with the right checksum are skipped, so
+`core.data.datasets.load_ham10000` reads. Files already present with the right checksum are skipped, so
 an interrupted download resumes by running the command again. HAM10000 is CC BY-NC 4.0.
 """
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Dataset statistics: per-image colour histograms, and the JSON stored beside the default model.
 
 The Dataset explorer needs the dataset to draw its charts; a fresh machine has none. So this
-module writes the explorer's numbers (the count cube of `core.eda`, the images-per-lesion
+module writes the explorer's numbers (the count cube of `core.eda.tables`, the images-per-lesion
 distribution, colour histograms per diagnosis and the data-quality summary) into
 `weights/<model>/dataset_stats.json`, and the page reads that when no dataset is configured:
 
-    python -m core.dataset_stats --data ../shared/data/ham10000 \
+    python -m core.eda.dataset_stats --data ../shared/data/ham10000 \
         --split-file splits/ham10000.csv --split train --out weights/fusion-lite0/dataset_stats.json
 
 Only aggregated counts are stored (no image, no row of the licensed CSV).
@@ -25,8 +25,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from core.config import DATA_LICENCE, HAM10000_SOURCE
-from core.data import load_ham10000, read_rgb
-from core.eda import CUBE_COLUMNS, ColourSums, colour_sums, images_per_lesion, quality_summary, to_cube
+from core.data.datasets import load_ham10000, read_rgb
+from core.eda.tables import CUBE_COLUMNS, ColourSums, colour_sums, images_per_lesion, quality_summary, to_cube
 from core.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -2,9 +2,9 @@
 
 The paper's figure shows greyscale, Ben Graham's preprocessing without and with a Gaussian
 blur, a hue/saturation/brightness adjustment and the LUV colour space. These are visual aids:
-the model is not trained on them, so they live here, away from `core.transforms` (which
+the model is not trained on them, so they live here, away from `core.data.transforms` (which
 training and serving import and which stays free of OpenCV). The augmentation preview, by
-contrast, calls `core.transforms.train_transform` itself, so what it shows is exactly what the
+contrast, calls `core.data.transforms.train_transform` itself, so what it shows is exactly what the
 model saw during training.
 
 All functions take and return HxWx3 (or HxW for greyscale) uint8 RGB arrays.
@@ -87,7 +87,7 @@ def augmentation_preview(image: np.ndarray, n: int, size: Sequence[int], mean: S
     """
     import torch  # deferred: the rest of the gallery needs no torch
 
-    from core.transforms import train_transform
+    from core.data.transforms import train_transform
 
     transform = train_transform((int(size[0]), int(size[1])), mean, std)
     tensor = torch.from_numpy(np.ascontiguousarray(_check(image))).permute(2, 0, 1)

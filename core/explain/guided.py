@@ -3,7 +3,7 @@
 The guide is EfficientNet-Lite0 with its ImageNet classifier (pretrained, never trained on
 HAM10000, so the heatmaps of training and test images come from the same untouched network).
 Each image's Grad-CAM for the guide's own top-1 ImageNet class is computed once with
-`core.heatmap.compute_cam` and cached as uint8 maps. A guided copy of the dataset (the same
+`core.explain.heatmap.compute_cam` and cached as uint8 maps. A guided copy of the dataset (the same
 image ids and metadata CSV, in a cache folder outside the repo) is then written, so the
 unchanged training and evaluation code trains on it with `--data <guided folder>`:
 
@@ -25,11 +25,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from core.config import IMAGENET_MEAN, IMAGENET_STD
-from core.data import find_ham_csv
+from core.data.datasets import find_ham_csv
 from core.errors import InputError
-from core.heatmap import colorize, compute_cam, to_image_frame
-from core.models import FusionNet, build_model
-from core.transforms import eval_transform
+from core.explain.heatmap import colorize, compute_cam, to_image_frame
+from core.model.networks import FusionNet, build_model
+from core.data.transforms import eval_transform
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Which inputs drive the model: permutation importance and SHAP.
 
-    python -m core.explain --bundle weights/fusion-lite0     (writes weights/fusion-lite0/explanations.json)
+    python -m core.explain.importance --bundle weights/fusion-lite0     (writes weights/fusion-lite0/explanations.json)
 
 Global results (permutation importance, metadata SHAP summaries) are computed here on the
 validation split and stored next to the bundle, so the Explanations page shows them on a
@@ -8,7 +8,7 @@ machine without the dataset. Per-case explanations (the metadata waterfall, the 
 CAM faithfulness) are computed live by the page for the image being examined.
 
 Everything that needs many model calls runs on cached image features and the cheap fusion
-head (`core.evaluate.extract` / `head_logits`): the backbone sees each image once.
+head (`core.model.evaluate.extract` / `head_logits`): the backbone sees each image once.
 """
 from __future__ import annotations
 
@@ -27,13 +27,13 @@ import torch
 from torch import nn
 from sklearn.metrics import roc_auc_score
 
-from core.bundle import load_bundle, read_card
+from core.model.bundle import load_bundle, read_card
 from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SPLITS_DIR, WEIGHTS_DIR
 from core.errors import InputError
-from core.calibration import Calibration, balanced_accuracy
-from core.evaluate import bootstrap_ci, eval_dataset, extract, flip_average, head_logits
-from core.metadata import UNKNOWN, MetadataEncoder
-from core.models import FusionNet
+from core.model.calibration import Calibration, balanced_accuracy
+from core.model.evaluate import bootstrap_ci, eval_dataset, extract, flip_average, head_logits
+from core.data.metadata import UNKNOWN, MetadataEncoder
+from core.model.networks import FusionNet
 
 log = logging.getLogger(__name__)
 
@@ -372,7 +372,7 @@ class _Probabilities(nn.Module):
     def __init__(self, model: FusionNet, meta: torch.Tensor | None, calibration: Calibration | None,
                  classes: list[int]) -> None:
         super().__init__()
-        from core.heatmap import MetadataBound
+        from core.explain.heatmap import MetadataBound
 
         self.bound = MetadataBound(model, meta)
         self.calibration = calibration or Calibration.identity(model.num_classes)
@@ -470,7 +470,7 @@ def cam_faithfulness(
     from pytorch_grad_cam.metrics.road import ROADCombined
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
-    from core.heatmap import MetadataBound, compute_cam
+    from core.explain.heatmap import MetadataBound, compute_cam
 
     bound = MetadataBound(model, meta).eval()
     batch = image.unsqueeze(0)
@@ -504,7 +504,7 @@ def read_explanations(bundle_dir: Path | str) -> dict[str, Any] | None:
         raise InputError(f"{path} is not valid JSON ({exc}).") from None
     card = read_card(bundle_dir)
     if data.get("sha256") != card["sha256"]:
-        raise InputError(f"{path} was computed for other weights; rerun `python -m core.explain --bundle {bundle_dir}`.")
+        raise InputError(f"{path} was computed for other weights; rerun `python -m core.explain.importance --bundle {bundle_dir}`.")
     return data
 
 
@@ -561,7 +561,7 @@ def explain_split(
     limit: int | None = None, progress: Stage | None = None, **kwargs: Any,
 ) -> dict[str, Any]:
     """`compute_global` on one split of the HAM10000 folder `data`, as the command and the page run it."""
-    from core.data import prepare_for_card, subset
+    from core.data.datasets import prepare_for_card, subset
 
     if progress:
         progress(0.0, "reading the dataset")

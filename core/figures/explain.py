@@ -11,12 +11,12 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.figure_layout import with_toolbar_room
+from core.figures.layout import with_toolbar_room
 
 METRIC_LABELS = {"balanced_accuracy": "balanced accuracy", "melanoma_auroc": "melanoma AUROC"}
 #: Red pushes towards the class, blue away (the second paper's convention).
 DIVERGING = [[0.0, "rgb(33,102,172)"], [0.5, "rgb(247,247,247)"], [1.0, "rgb(178,24,43)"]]
-#: The risks `core.explain.output_groups` adds to the classes, as the Diagnose page words them.
+#: The risks `core.explain.importance.output_groups` adds to the classes, as the Diagnose page words them.
 RISK_NAMES = {"melanoma": "Melanoma risk", "malignant": "Malignant risk (sum of the malignant classes)"}
 CAM_COLUMNS = {"road_combined": "ROAD combined (higher = more faithful)",
                "confidence_change": "confidence change, image x CAM (higher = better)", "seconds": "CAM time (s)"}
@@ -28,7 +28,7 @@ def output_name(output: str, class_names: Mapping[str, str]) -> str:
 
 
 def cam_table(table: pd.DataFrame) -> pd.DataFrame:
-    """`core.explain.cam_faithfulness`'s scores with column names that say which way is better."""
+    """`core.explain.importance.cam_faithfulness`'s scores with column names that say which way is better."""
     return table.rename(columns=CAM_COLUMNS)
 
 

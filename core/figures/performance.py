@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.figure_layout import with_toolbar_room
+from core.figures.layout import with_toolbar_room
 
 CLASS_LABEL = "{name} ({code})"
 
@@ -129,7 +129,7 @@ RISK_LABELS = {"top": "the top class's probability", "malignant": "malignant ris
 def reliability_figure(reliability: dict[str, Any], risk: str) -> go.Figure:
     """Reliability diagram of one risk (`top`, `malignant`, `melanoma`) before and after calibration,
     with the diagonal of perfect calibration; each point's hover gives its count."""
-    from core.calibration import ece_from_bins
+    from core.model.calibration import ece_from_bins
 
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], name="perfect calibration", line=dict(dash="dot", color="grey")))

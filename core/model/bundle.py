@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from core.errors import InputError
-from core.metadata import MetadataEncoder
-from core.models import FusionNet, build_model
+from core.data.metadata import MetadataEncoder
+from core.model.networks import FusionNet, build_model
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model_card.json"

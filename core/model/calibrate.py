@@ -1,10 +1,10 @@
 """Fit a bundle's calibration, decision rule and referral thresholds on the validation split.
 
-    python -m core.calibrate --bundle weights/fusion-lite0
+    python -m core.model.calibrate --bundle weights/fusion-lite0
 
 Training runs this at its end; the command re-fits a bundle in place (for a bundle trained
 before calibration existed, or after changing how it is done). Writes the card's
-"calibration" (core.calibration), "referral_thresholds", the input's "flip_average" and
+"calibration" (core.model.calibration), "referral_thresholds", the input's "flip_average" and
 "fit", and prints what it chose on validation. The test split is never read here.
 """
 from __future__ import annotations
@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.bundle import write_card
-from core.calibration import Calibration, balanced_accuracy, fit_calibration, nll
+from core.model.bundle import write_card
+from core.model.calibration import Calibration, balanced_accuracy, fit_calibration, nll
 from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SPLITS_DIR, WEIGHTS_DIR
-from core.data import split_sha256, subset
+from core.data.datasets import split_sha256, subset
 from core.errors import InputError
-from core.evaluate import (
+from core.model.evaluate import (
     binary_scores,
     class_indices,
     eval_dataset,
@@ -32,8 +32,8 @@ from core.evaluate import (
     load_for_scoring,
     threshold_for_sensitivity,
 )
-from core.models import FusionNet
-from core.transforms import FITS
+from core.model.networks import FusionNet
+from core.data.transforms import FITS
 
 log = logging.getLogger(__name__)
 

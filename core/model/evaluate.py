@@ -1,4 +1,4 @@
-"""Metrics on the lesion-grouped test split: `python -m core.evaluate --bundle weights/fusion-lite0`.
+"""Metrics on the lesion-grouped test split: `python -m core.model.evaluate --bundle weights/fusion-lite0`.
 
 Accuracy, balanced accuracy (mean per-class recall, the ISIC metric), per-class precision /
 recall / F1, malignant-vs-benign and melanoma-vs-rest sensitivity, specificity and AUROC with
@@ -30,8 +30,8 @@ from sklearn.metrics import (
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from core.bundle import load_bundle, write_card
-from core.calibration import (
+from core.model.bundle import load_bundle, write_card
+from core.model.calibration import (
     Calibration,
     balanced_accuracy,
     binary_reliability,
@@ -39,11 +39,11 @@ from core.calibration import (
     reliability_bins,
 )
 from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SEED, SPLITS_DIR, WEIGHTS_DIR
-from core.data import LesionDataset, prepare_for_card, subset
+from core.data.datasets import LesionDataset, prepare_for_card, subset
 from core.errors import InputError
-from core.metadata import MetadataEncoder
-from core.models import FusionNet, image_features
-from core.transforms import card_transform
+from core.data.metadata import MetadataEncoder
+from core.model.networks import FusionNet, image_features
+from core.data.transforms import card_transform
 
 log = logging.getLogger(__name__)
 

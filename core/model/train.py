@@ -1,12 +1,12 @@
 """Train a fusion (or image-only) model and write its bundle.
 
-    python -m core.train --name fusion-lite0
-    python -m core.train --name image-lite0 --no-metadata
-    torchrun --nproc_per_node 2 -m core.train ...      (DistributedDataParallel)
+    python -m core.model.train --name fusion-lite0
+    python -m core.model.train --name image-lite0 --no-metadata
+    torchrun --nproc_per_node 2 -m core.model.train ...      (DistributedDataParallel)
 
 A checkpoint is written to --work-dir every epoch; `--resume` continues from it. After the
 last epoch the best epoch (lowest validation loss) is restored, the calibration, decision rule
-and referral thresholds are fitted on the validation split (core.calibrate), the test split is
+and referral thresholds are fitted on the validation split (core.model.calibrate), the test split is
 evaluated, and the bundle (model.safetensors + model_card.json) is written.
 """
 from __future__ import annotations
@@ -33,16 +33,16 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from core import config
-from core.bundle import save_bundle
-from core.data import LesionDataset, prepare, split_sha256, subset
+from core.model.bundle import save_bundle
+from core.data.datasets import LesionDataset, prepare, split_sha256, subset
 from core.errors import InputError
-from core.calibrate import fit_on_validation
-from core.evaluate import eval_dataset, evaluate_model, summary_lines
-from core.metadata import MetadataEncoder
-from core.models import build_model
-from core.transforms import eval_transform, train_transform
+from core.model.calibrate import fit_on_validation
+from core.model.evaluate import eval_dataset, evaluate_model, summary_lines
+from core.data.metadata import MetadataEncoder
+from core.model.networks import build_model
+from core.data.transforms import eval_transform, train_transform
 
-log = logging.getLogger("core.train")
+log = logging.getLogger("core.model.train")
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.csv"
 #: Arguments that may change between a run and its resume: they change speed, or only when the run

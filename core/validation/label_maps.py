@@ -21,9 +21,9 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from core.dicom import SITE_SYNONYMS
+from core.clinic.dicom import SITE_SYNONYMS
 from core.errors import InputError
-from core.metadata import UNKNOWN, _is_missing
+from core.data.metadata import UNKNOWN, _is_missing
 
 #: Common diagnosis names -> HAM10000 codes (keys in `normalise`d form).
 BUILTIN_LABELS: dict[str, str] = {

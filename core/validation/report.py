@@ -1,6 +1,6 @@
 """A validation report as people read it: the side-by-side table, plotly charts and a PDF summary.
 
-Pure functions of the report dict that core.validate builds (no model, no streamlit), so the
+Pure functions of the report dict that core.validation.validate builds (no model, no streamlit), so the
 command, the page and the PDF show the same figures in the same words.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from fpdf import FPDF
 
-from core import performance_figures as pf
-from core.report import _heading, _latin1, _para
+from core.figures import performance as pf
+from core.clinic.report import _heading, _latin1, _para
 
 NOT_DEFINED = "not defined"
 

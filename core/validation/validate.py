@@ -1,6 +1,6 @@
 """Score any bundle on a clinic's own labelled dermoscopy set, beside the card's HAM10000 figures.
 
-    python -m core.validate --images DIR --labels CSV [--bundle weights/fusion-lite0] [--out DIR]
+    python -m core.validation.validate --images DIR --labels CSV [--bundle weights/fusion-lite0] [--out DIR]
         [--label-map MAP] [--site-map MAP] [--id-col C] [--label-col C] [--age-col C] [--sex-col C]
         [--site-col C] [--group-col C] [--no-metadata] [--sample N] [--bootstrap N] [--refit-out DIR]
 
@@ -42,12 +42,12 @@ import pandas as pd
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from core.bundle import BundleError, read_card, write_card
-from core.calibration import balanced_accuracy, binary_reliability, ece_from_bins, fit_temperature, reliability_bins
+from core.model.bundle import BundleError, read_card, write_card
+from core.model.calibration import balanced_accuracy, binary_reliability, ece_from_bins, fit_temperature, reliability_bins
 from core.config import DEFAULT_MODEL, REPO_ROOT, WEIGHTS_DIR
-from core.dicom import is_dicom, read_dicom
+from core.clinic.dicom import is_dicom, read_dicom
 from core.errors import InputError
-from core.evaluate import (
+from core.model.evaluate import (
     binary_curves,
     binary_scores,
     bootstrap_auc,
@@ -57,11 +57,11 @@ from core.evaluate import (
     subgroup_metrics,
     threshold_for_sensitivity,
 )
-from core.imageio import load_rgb
+from core.clinic.imageio import load_rgb
 from core.inference import Prediction, Predictor
-from core.label_maps import load_user_map
-from core.metadata import UNKNOWN
-from core.validate_input import ValidationSet, load_set
+from core.validation.label_maps import load_user_map
+from core.data.metadata import UNKNOWN
+from core.validation.inputs import ValidationSet, load_set
 
 log = logging.getLogger(__name__)
 
@@ -431,7 +431,7 @@ def refit_bundle(bundle_dir: Path | str, out_dir: Path | str, scored: Scored, ca
                      "fitted on those classes alone")
     when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     how = (f"highest threshold reaching {TARGET_SENSITIVITY:.0%} sensitivity on the local set {set_label} "
-           f"({len(scored.labels)} images), refitted by core.validate on {when}")
+           f"({len(scored.labels)} images), refitted by core.validation.validate on {when}")
     thresholds = json.loads(json.dumps(card.get("referral_thresholds", {})))
     for task, names in (("malignant", card["malignant"]), ("melanoma", [card["melanoma"]])):
         truth, risk = binary_scores(probs, scored.labels, class_indices(card, names))
@@ -501,7 +501,7 @@ def run(predictor: Predictor, vset: ValidationSet, bundle: str, n_boot: int = N_
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m core.validate", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m core.validation.validate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Exit codes: 0 done, 2 bad input (a message says what).")
     p.add_argument("--images", type=Path, required=True, help="folder of images (JPEG, PNG, DICOM; searched recursively)")
@@ -529,7 +529,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    from core.validate_report import pdf_summary, text_table  # plotting/PDF imports only when needed
+    from core.validation.report import pdf_summary, text_table  # plotting/PDF imports only when needed
 
     try:
         if args.sample is not None and args.sample < 1:
@@ -542,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         label_map = load_user_map(args.label_map, card["classes"], "label") if args.label_map else None
         site_map = None
         if args.site_map:
-            from core.metadata import MetadataEncoder
+            from core.data.metadata import MetadataEncoder
 
             site_map = load_user_map(args.site_map, MetadataEncoder.from_dict(card["metadata"]).accepted_sites, "site")
         given = {role: getattr(args, f"{role}_col") for role in ("id", "label", "age", "sex", "site", "group")}
