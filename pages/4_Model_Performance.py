@@ -7,7 +7,7 @@ import streamlit as st
 from ui import performance as section
 from ui.loaders import card_or_stop
 
-st.set_page_config(page_title="Model performance - dermoscopy decision support", page_icon="🔬", layout="wide")
+st.set_page_config(page_title="Model performance - dermoscopy decision support", layout="wide")
 st.title("Model performance")
 
 card = card_or_stop()
