@@ -29,14 +29,13 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import config  # noqa: E402
-
-from core.explain import heatmap  # noqa: E402
-from core.model.bundle import read_card, save_bundle  # noqa: E402
 from core.clinic.diagnose import analyse, cam_map, decode  # noqa: E402
-from core.inference import Predictor  # noqa: E402
-from core.data.metadata import MetadataEncoder  # noqa: E402
-from core.model.networks import build_model  # noqa: E402
 from core.clinic.ood import OODModel, image_features  # noqa: E402
+from core.data.metadata import MetadataEncoder  # noqa: E402
+from core.explain import heatmap  # noqa: E402
+from core.inference import Predictor  # noqa: E402
+from core.model.bundle import read_card, save_bundle  # noqa: E402
+from core.model.networks import build_model  # noqa: E402
 
 META = {"age": 55, "sex": "male", "site": "back"}
 

@@ -30,14 +30,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import config  # noqa: E402
-from core.data.datasets import prepare_for_card, subset  # noqa: E402
-from core.errors import InputError  # noqa: E402
 from core.clinic.gate import (  # noqa: E402
-    Gate, capped_sample, choose_threshold, ham_design, negatives_design,
+    Gate,
+    capped_sample,
+    choose_threshold,
+    ham_design,
+    negatives_design,
 )
 from core.clinic.gate_negatives import FAMILIES, negatives  # noqa: E402
-from core.inference import Predictor  # noqa: E402
 from core.clinic.quality import FLAG_GRADES, POOR_QUALITY, UNUSUAL, QualityReport  # noqa: E402
+from core.data.datasets import prepare_for_card, subset  # noqa: E402
+from core.errors import InputError  # noqa: E402
+from core.inference import Predictor  # noqa: E402
 
 COLUMNS = ("n", "withheld", "unusual", "poor quality", "any flag")
 

@@ -29,11 +29,11 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import config  # noqa: E402
+from core.data.datasets import prepare_for_card, subset  # noqa: E402
+from core.inference import Predictor  # noqa: E402
 from core.model.bundle import load_bundle  # noqa: E402
 from core.model.calibration import Calibration, balanced_accuracy, binary_reliability, ece_from_bins, reliability_bins  # noqa: E402
-from core.data.datasets import prepare_for_card, subset  # noqa: E402
 from core.model.evaluate import binary_scores, class_indices, eval_dataset, paired_difference, split_logits  # noqa: E402
-from core.inference import Predictor  # noqa: E402
 
 TARGETS = {"balanced_accuracy": 0.75, "melanoma_auroc": 0.90, "malignant_auroc": 0.92}
 ECE_TARGET = 0.03

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import pandas as pd
 import torch
@@ -25,9 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import config  # noqa: E402
-from core.validation import validate  # noqa: E402
-from core.model.bundle import read_card  # noqa: E402
 from core.inference import Predictor  # noqa: E402
+from core.model.bundle import read_card  # noqa: E402
+from core.validation import validate  # noqa: E402
 from core.validation.inputs import load_set  # noqa: E402
 from core.validation.report import pdf_summary, text_table  # noqa: E402
 
@@ -56,7 +57,10 @@ def clinic_set(ham: Path, n: int, folder: Path) -> Path:
     return csv
 
 
-def stage(name: str, timings: list, fn, *args, **kwargs):
+T = TypeVar("T")
+
+
+def stage(name: str, timings: list[tuple[str, float, float]], fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     wall, cpu = time.perf_counter(), time.process_time()
     out = fn(*args, **kwargs)
     timings.append((name, time.perf_counter() - wall, time.process_time() - cpu))

@@ -40,14 +40,22 @@ from sklearn.model_selection import StratifiedGroupKFold
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import config  # noqa: E402
+from core.data.datasets import LesionDataset, load_ham10000, prepare, subset  # noqa: E402
+from core.figures.performance import comparison_table  # noqa: E402
 from core.model.bundle import CARD_FILE, load_bundle  # noqa: E402
-from core.data.datasets import load_ham10000, prepare, subset  # noqa: E402
 from core.model.calibration import Calibration, balanced_accuracy  # noqa: E402
 from core.model.evaluate import (  # noqa: E402
-    binary_scores, bootstrap_auc, bootstrap_ci, class_indices, eval_dataset, extract, flip_average,
-    head_logits, sensitivity_at_specificity,
+    binary_scores,
+    bootstrap_auc,
+    bootstrap_ci,
+    class_indices,
+    eval_dataset,
+    extract,
+    flip_average,
+    head_logits,
+    sensitivity_at_specificity,
 )
-from core.figures.performance import comparison_table  # noqa: E402
+from core.model.networks import FusionNet  # noqa: E402
 
 log = logging.getLogger("compare_models")
 
@@ -202,7 +210,9 @@ class TrainingFailed(RuntimeError):
 
 # -- evaluation -------------------------------------------------------------------------------------------
 @torch.no_grad()
-def test_outputs(bundle: Path, frame: pd.DataFrame, images: list[np.ndarray], split: str = "test"):
+def test_outputs(
+    bundle: Path, frame: pd.DataFrame, images: list[np.ndarray], split: str = "test"
+) -> tuple[FusionNet, dict[str, Any], np.ndarray, np.ndarray, np.ndarray, LesionDataset]:
     """Calibrated test probabilities, labels and lesion ids of a bundle on one split."""
     model, card = load_bundle(bundle)
     part, part_images = subset(frame, images, frame["split"] == split)
@@ -256,8 +266,8 @@ def inference_seconds(model: torch.nn.Module, dataset: Any, threads: int, guided
                 times.append(time.perf_counter() - t0)
         total = float(np.median(times))
         if guided:
-            from core.explain.guided import GUIDE_SIZE, imagenet_guide
             from core.data.transforms import eval_transform
+            from core.explain.guided import GUIDE_SIZE, imagenet_guide
 
             guide = imagenet_guide()
             g = eval_transform(GUIDE_SIZE, config.IMAGENET_MEAN, config.IMAGENET_STD)(torch.zeros(3, 150, 200, dtype=torch.uint8))

@@ -19,14 +19,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from core.clinic.imageio import ImageLike, load_rgb
+from core.clinic.quality import ImageChecks, QualityReport
+from core.data.metadata import MetadataEncoder
+from core.data.transforms import card_transform
+from core.errors import InputError
 from core.model.bundle import load_bundle
 from core.model.calibration import Calibration
-from core.errors import InputError
-from core.clinic.imageio import ImageLike, load_rgb
-from core.data.metadata import MetadataEncoder
 from core.model.networks import FusionNet, image_features
-from core.clinic.quality import ImageChecks, QualityReport
-from core.data.transforms import card_transform
 
 __all__ = ["InputError", "Prediction", "Predictor"]
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from core import config
-from core.model.bundle import save_bundle
 from core.data.metadata import MetadataEncoder
+from core.model.bundle import save_bundle
 from core.model.networks import build_model
 
 HAM_DIR = config.DEFAULT_DATA_DIR / "ham10000"

@@ -4,8 +4,8 @@ import shutil
 import pytest
 import torch
 
-from core.model.bundle import BundleError, load_bundle, read_card
 from core.data.metadata import MetadataEncoder
+from core.model.bundle import BundleError, load_bundle, read_card
 from core.model.networks import build_model
 
 

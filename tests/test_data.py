@@ -8,11 +8,17 @@ from PIL import Image
 
 from core.config import CLASSES
 from core.data.datasets import (
-    LesionDataset, assert_grouped, load_ham10000, load_images, load_isic2020, load_or_create_split, make_split,
+    LesionDataset,
+    assert_grouped,
+    load_ham10000,
+    load_images,
+    load_isic2020,
+    load_or_create_split,
+    make_split,
 )
-from core.errors import InputError
 from core.data.metadata import MetadataEncoder
 from core.data.transforms import eval_transform
+from core.errors import InputError
 
 ROWS = """lesion_id,image_id,dx,dx_type,age,sex,localization
 HAM_1,ISIC_1,mel,histo,55.0,male,back

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from core.data.datasets import load_ham10000
 from core.eda import dataset_stats as ds
 from core.eda import tables
-from core.data.datasets import load_ham10000
 from core.errors import InputError
 
 CSV = """lesion_id,image_id,dx,dx_type,age,sex,localization

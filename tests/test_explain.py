@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from core import config
-from core.model.bundle import load_bundle
+from core.data.metadata import MetadataEncoder
 from core.errors import InputError
 from core.explain.importance import (
     EXPLANATIONS_FILE,
@@ -29,7 +29,7 @@ from core.explain.importance import (
     permutation_importance,
     read_explanations,
 )
-from core.data.metadata import MetadataEncoder
+from core.model.bundle import load_bundle
 
 
 @pytest.fixture(autouse=True)

@@ -8,14 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import streamlit as st
+from figure_checks import assert_toolbar_room, chart_specs
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core import config
-
 from core.eda import tables
 from core.eda.dataset_stats import STATS_FILE
-from figure_checks import assert_toolbar_room, chart_specs
 from ui.explorer import DATA_ENV
 from ui.loaders import MODEL_ENV
 

@@ -11,11 +11,11 @@ import pytest
 
 from core.clinic import gate as gate_mod
 from core.clinic import quality
-from core.model.bundle import read_card
-from core.errors import InputError
 from core.clinic.gate import STATISTICS, Gate, choose_threshold, design, flag_rates, image_statistics, rgb_design
 from core.clinic.gate_negatives import FAMILIES, _half, make_negative, negatives
+from core.errors import InputError
 from core.inference import Predictor
+from core.model.bundle import read_card
 
 
 def lesion_like(rng: np.random.Generator, size: tuple[int, int] = (150, 200)) -> np.ndarray:

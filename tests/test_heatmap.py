@@ -95,8 +95,8 @@ def test_same_result_from_two_threads_sharing_the_model(predictor, case):
 
 
 def test_image_only_model_is_supported(tmp_path):
-    from core.model.bundle import save_bundle
     from core.data.metadata import MetadataEncoder
+    from core.model.bundle import save_bundle
     from core.model.networks import build_model
     from tests.conftest import tiny_card
 

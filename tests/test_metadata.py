@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from core.errors import InputError
 from core.data.metadata import UNKNOWN, MetadataEncoder
+from core.errors import InputError
 
 
 def slot(enc: MetadataEncoder, vec: np.ndarray, name: str) -> float:

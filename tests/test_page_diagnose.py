@@ -290,8 +290,8 @@ def test_borderline_risk_is_labelled(default_bundle, tmp_path, monkeypatch, lesi
     """Thresholds set just above this image's risks: both statements read BORDERLINE."""
     import shutil
 
-    from core.model.bundle import read_card, write_card
     from core.inference import Predictor
+    from core.model.bundle import read_card, write_card
 
     bundle = tmp_path / "bundle"
     shutil.copytree(default_bundle, bundle)

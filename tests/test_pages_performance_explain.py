@@ -15,13 +15,13 @@ import pandas as pd
 import pytest
 import streamlit as st
 import torch
+from figure_checks import assert_toolbar_room
 from streamlit.testing.v1 import AppTest
 
 from core import config
+from core.explain.importance import EXPLANATIONS_FILE, compute_global
 from core.model.bundle import load_bundle, write_card
 from core.model.evaluate import eval_dataset, evaluate_model
-from core.explain.importance import EXPLANATIONS_FILE, compute_global
-from figure_checks import assert_toolbar_room
 
 PAGES = Path(__file__).resolve().parent.parent / "pages"
 PERF, EXPLAIN = str(PAGES / "4_Model_Performance.py"), str(PAGES / "3_Explanations.py")

@@ -11,9 +11,9 @@ from PIL import Image
 
 from core.clinic import dicom, quality
 from core.clinic import ood as ood_module
+from core.clinic.ood import OODModel
 from core.errors import InputError
 from core.inference import Predictor
-from core.clinic.ood import OODModel
 
 
 def lesion_like(rng: np.random.Generator, size: tuple[int, int] = (150, 200)) -> np.ndarray:

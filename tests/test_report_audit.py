@@ -11,9 +11,9 @@ import textwrap
 import numpy as np
 
 from core.clinic import audit
+from core.clinic.report import build_report, risk_statements
 from core.config import REPO_ROOT
 from core.inference import Prediction
-from core.clinic.report import build_report, risk_statements
 
 CARD = {
     "name": "tiny-papercnn",

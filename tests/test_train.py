@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from core import config
-
+from core.inference import Predictor
 from core.model import train
 from core.model.bundle import read_card
-from core.inference import Predictor
 
 COMMON = ["--limit", "32", "--epochs", "1", "--batch-size", "8", "--freeze-stages", "3",
           "--bootstrap", "20", "--threads", "1"]

@@ -15,16 +15,24 @@ import pytest
 import torch
 from PIL import Image
 
-from core.validation import validate
-from core.model.bundle import read_card
 from core.config import REPO_ROOT, SPLITS_DIR
 from core.errors import InputError
-from core.model.evaluate import compute_metrics
 from core.inference import Predictor
-from core.validation.label_maps import LabelMap, ValueMap, load_user_map, normalise
+from core.model.bundle import read_card
+from core.model.evaluate import compute_metrics
+from core.validation import validate
 from core.validation.inputs import (
-    Columns, build_set, detect_columns, extract_zip, index_images, list_folders, load_set, read_labels, resolve_under,
+    Columns,
+    build_set,
+    detect_columns,
+    extract_zip,
+    index_images,
+    list_folders,
+    load_set,
+    read_labels,
+    resolve_under,
 )
+from core.validation.label_maps import LabelMap, ValueMap, load_user_map, normalise
 from core.validation.report import comparison_rows, pdf_summary, problems_lines, text_table
 from tests.conftest import tiny_card
 from tests.test_quality import lesion_like, make_dicom

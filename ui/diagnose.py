@@ -11,12 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.clinic import audit
-
-from core.explain import heatmap
 from core.clinic.diagnose import Case, Upload, analyse, audit_outputs, cam_map, decode, results_row
-from core.errors import InputError
-from core.inference import Predictor
-from core.data.metadata import UNKNOWN
 from core.clinic.report import (
     DISCLAIMER,
     build_report,
@@ -27,6 +22,10 @@ from core.clinic.report import (
     threshold_cost_lines,
     top_classes,
 )
+from core.data.metadata import UNKNOWN
+from core.errors import InputError
+from core.explain import heatmap
+from core.inference import Predictor
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from core.clinic.imageio import load_rgb
+from core.config import CLASS_NAMES, SPLITS_DIR
+from core.data.metadata import UNKNOWN
+from core.errors import InputError
 from core.explain import heatmap, importance
 from core.figures import explain as ef
-from core.config import CLASS_NAMES, SPLITS_DIR
-from core.errors import InputError
-from core.clinic.imageio import load_rgb
 from core.inference import Prediction, Predictor
-from core.data.metadata import UNKNOWN
 from core.model.networks import image_features
 from ui.explorer import datasets_under, env_root
 from ui.loaders import model_dir

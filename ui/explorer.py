@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.eda import tables as eda
 from core.data.datasets import find_datasets, load_ham10000, load_metadata_csv
+from core.eda import tables as eda
 from core.eda.dataset_stats import STATS_FILE, DatasetStats, colour_indices, image_histograms, read_stats
 from core.errors import InputError
 

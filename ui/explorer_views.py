@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.eda import tables as eda
-from core.figures import eda as eda_figures
 from core.config import IMAGENET_MEAN, IMAGENET_STD
 from core.data.datasets import read_rgb
+from core.eda import tables as eda
 from core.eda.dataset_stats import COLOUR_MAX_SIDE, MAX_COLOUR_IMAGES
-from core.errors import InputError
 from core.eda.gallery import augmentation_preview, paper_gallery
+from core.errors import InputError
+from core.figures import eda as eda_figures
 from ui.explorer import Source, image_colour, unreadable_images
 
 NO_IMAGES = "These need the images; this source has metadata only ({why})."

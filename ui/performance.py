@@ -12,10 +12,10 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core.figures import performance as pf
+from core.clinic.report import calibration_text, threshold_cost_lines
 from core.config import REPO_ROOT
 from core.errors import InputError
-from core.clinic.report import calibration_text, threshold_cost_lines
+from core.figures import performance as pf
 
 #: Environment variable naming the comparison study's results file.
 COMPARISON_ENV = "DERMO_COMPARISON"

@@ -18,16 +18,23 @@ from typing import Any
 
 import streamlit as st
 
-from core.figures import performance as pf
-from core.validation import validate
-from core.validation import report as vr
-from core.errors import InputError
-from core.inference import Predictor
-from core.validation.label_maps import load_user_map
 from core.data.metadata import MetadataEncoder
+from core.errors import InputError
+from core.figures import performance as pf
+from core.inference import Predictor
+from core.validation import report as vr
+from core.validation import validate
 from core.validation.inputs import (
-    ROLES, ValidationSet, extract_zip, list_csvs, list_folders, load_set, read_labels, resolve_under,
+    ROLES,
+    ValidationSet,
+    extract_zip,
+    list_csvs,
+    list_folders,
+    load_set,
+    read_labels,
+    resolve_under,
 )
+from core.validation.label_maps import load_user_map
 
 #: Environment variable naming the data root: the only folder the page may read sets from.
 DATA_ENV = "DERMO_DATA_DIR"

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.explain import heatmap
 from core.clinic.audit import sha256_bytes
 from core.clinic.dicom import is_dicom, read_dicom
-from core.errors import InputError
 from core.clinic.imageio import load_rgb
-from core.inference import Prediction, Predictor
 from core.clinic.quality import QualityReport
+from core.errors import InputError
+from core.explain import heatmap
+from core.inference import Prediction, Predictor
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from core.errors import InputError
 from core.clinic.imageio import MAX_PIXELS, load_rgb
+from core.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -33,12 +33,12 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
-from core.model.bundle import load_bundle, read_card, write_card
-from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SPLITS_DIR, WEIGHTS_DIR
-from core.errors import InputError
-from core.model.networks import FusionNet, image_features
 from core.clinic.ood import ENCODING, pack_array, per_class_quantile, unpack_array
+from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SPLITS_DIR, WEIGHTS_DIR
 from core.data.transforms import card_transform
+from core.errors import InputError
+from core.model.bundle import load_bundle, read_card, write_card
+from core.model.networks import FusionNet, image_features
 
 log = logging.getLogger(__name__)
 

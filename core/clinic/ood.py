@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from sklearn.decomposition import PCA
 
-from core.model.bundle import load_bundle, read_card, write_card
 from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SPLITS_DIR, WEIGHTS_DIR
 from core.errors import InputError
+from core.model.bundle import load_bundle, read_card, write_card
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from core.config import CLASSES
-from core.errors import InputError
 from core.data.metadata import SITE_REGION, UNKNOWN, MetadataEncoder
+from core.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from typing import Sequence
 import torch
 from torchvision.transforms import v2
 
-
 #: Aspect ratios within 2% of the model's are resized as they are (HAM10000's 600x450 is exact).
 ASPECT_TOLERANCE = 1.02
 FITS = ("pad", "stretch")

@@ -26,10 +26,10 @@ from tqdm import tqdm
 
 from core.config import IMAGENET_MEAN, IMAGENET_STD
 from core.data.datasets import find_ham_csv
+from core.data.transforms import eval_transform
 from core.errors import InputError
 from core.explain.heatmap import colorize, compute_cam, to_image_frame
 from core.model.networks import FusionNet, build_model
-from core.data.transforms import eval_transform
 
 log = logging.getLogger(__name__)
 

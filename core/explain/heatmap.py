@@ -30,8 +30,8 @@ from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from core.model.networks import FusionNet
 from core.data.transforms import content_box
+from core.model.networks import FusionNet
 
 log = logging.getLogger(__name__)
 

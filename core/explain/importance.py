@@ -24,15 +24,15 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 from sklearn.metrics import roc_auc_score
+from torch import nn
 
-from core.model.bundle import load_bundle, read_card
 from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SPLITS_DIR, WEIGHTS_DIR
+from core.data.metadata import UNKNOWN, MetadataEncoder
 from core.errors import InputError
+from core.model.bundle import load_bundle, read_card
 from core.model.calibration import Calibration, balanced_accuracy
 from core.model.evaluate import bootstrap_ci, eval_dataset, extract, flip_average, head_logits
-from core.data.metadata import UNKNOWN, MetadataEncoder
 from core.model.networks import FusionNet
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from core.errors import InputError
 from core.data.metadata import MetadataEncoder
+from core.errors import InputError
 from core.model.networks import FusionNet, build_model
 
 WEIGHTS_FILE = "model.safetensors"

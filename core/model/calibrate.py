@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.model.bundle import write_card
-from core.model.calibration import Calibration, balanced_accuracy, fit_calibration, nll
 from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SPLITS_DIR, WEIGHTS_DIR
 from core.data.datasets import split_sha256, subset
+from core.data.transforms import FITS
 from core.errors import InputError
+from core.model.bundle import write_card
+from core.model.calibration import Calibration, balanced_accuracy, fit_calibration, nll
 from core.model.evaluate import (
     binary_scores,
     class_indices,
@@ -33,7 +34,6 @@ from core.model.evaluate import (
     threshold_for_sensitivity,
 )
 from core.model.networks import FusionNet
-from core.data.transforms import FITS
 
 log = logging.getLogger(__name__)
 

@@ -30,6 +30,11 @@ from sklearn.metrics import (
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SEED, SPLITS_DIR, WEIGHTS_DIR
+from core.data.datasets import LesionDataset, prepare_for_card, subset
+from core.data.metadata import MetadataEncoder
+from core.data.transforms import card_transform
+from core.errors import InputError
 from core.model.bundle import load_bundle, write_card
 from core.model.calibration import (
     Calibration,
@@ -38,12 +43,7 @@ from core.model.calibration import (
     ece_from_bins,
     reliability_bins,
 )
-from core.config import DEFAULT_DATA_DIR, DEFAULT_MODEL, SEED, SPLITS_DIR, WEIGHTS_DIR
-from core.data.datasets import LesionDataset, prepare_for_card, subset
-from core.errors import InputError
-from core.data.metadata import MetadataEncoder
 from core.model.networks import FusionNet, image_features
-from core.data.transforms import card_transform
 
 log = logging.getLogger(__name__)
 

@@ -33,14 +33,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from core import config
-from core.model.bundle import save_bundle
 from core.data.datasets import LesionDataset, prepare, split_sha256, subset
+from core.data.metadata import MetadataEncoder
+from core.data.transforms import eval_transform, train_transform
 from core.errors import InputError
+from core.model.bundle import save_bundle
 from core.model.calibrate import fit_on_validation
 from core.model.evaluate import eval_dataset, evaluate_model, summary_lines
-from core.data.metadata import MetadataEncoder
 from core.model.networks import build_model
-from core.data.transforms import eval_transform, train_transform
 
 log = logging.getLogger("core.model.train")
 CHECKPOINT = "checkpoint.pt"

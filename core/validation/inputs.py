@@ -27,9 +27,9 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from core.data.metadata import AGE_MAX, AGE_MIN, UNKNOWN, MetadataEncoder, _is_missing
 from core.errors import InputError
 from core.validation.label_maps import LabelMap, ValueMap, normalise
-from core.data.metadata import AGE_MAX, AGE_MIN, UNKNOWN, MetadataEncoder, _is_missing
 
 log = logging.getLogger(__name__)
 

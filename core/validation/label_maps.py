@@ -22,8 +22,8 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from core.clinic.dicom import SITE_SYNONYMS
-from core.errors import InputError
 from core.data.metadata import UNKNOWN, _is_missing
+from core.errors import InputError
 
 #: Common diagnosis names -> HAM10000 codes (keys in `normalise`d form).
 BUILTIN_LABELS: dict[str, str] = {

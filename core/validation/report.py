@@ -13,8 +13,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from fpdf import FPDF
 
-from core.figures import performance as pf
 from core.clinic.report import _heading, _latin1, _para
+from core.figures import performance as pf
 
 NOT_DEFINED = "not defined"
 

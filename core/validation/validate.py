@@ -42,11 +42,20 @@ import pandas as pd
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from core.model.bundle import BundleError, read_card, write_card
-from core.model.calibration import balanced_accuracy, binary_reliability, ece_from_bins, fit_temperature, reliability_bins
-from core.config import DEFAULT_MODEL, REPO_ROOT, WEIGHTS_DIR
 from core.clinic.dicom import is_dicom, read_dicom
+from core.clinic.imageio import load_rgb
+from core.config import DEFAULT_MODEL, REPO_ROOT, WEIGHTS_DIR
+from core.data.metadata import UNKNOWN
 from core.errors import InputError
+from core.inference import Prediction, Predictor
+from core.model.bundle import BundleError, read_card, write_card
+from core.model.calibration import (
+    balanced_accuracy,
+    binary_reliability,
+    ece_from_bins,
+    fit_temperature,
+    reliability_bins,
+)
 from core.model.evaluate import (
     binary_curves,
     binary_scores,
@@ -57,11 +66,8 @@ from core.model.evaluate import (
     subgroup_metrics,
     threshold_for_sensitivity,
 )
-from core.clinic.imageio import load_rgb
-from core.inference import Prediction, Predictor
-from core.validation.label_maps import load_user_map
-from core.data.metadata import UNKNOWN
 from core.validation.inputs import ValidationSet, load_set
+from core.validation.label_maps import load_user_map
 
 log = logging.getLogger(__name__)
 
