@@ -40,7 +40,7 @@ from core.errors import InputError
 from core.model.bundle import save_bundle
 from core.model.calibrate import fit_on_validation
 from core.model.evaluate import eval_dataset, evaluate_model, summary_lines
-from core.model.networks import build_model
+from core.model.networks import BACKBONES, build_model
 
 log = logging.getLogger("core.model.train")
 CHECKPOINT = "checkpoint.pt"
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default=config.DEFAULT_MODEL, help="bundle name: weights/<name>")
     p.add_argument("--data", type=Path, default=config.DEFAULT_DATA_DIR / "ham10000", help="HAM10000 folder")
     p.add_argument("--split-file", type=Path, default=config.SPLITS_DIR / "ham10000.csv")
-    p.add_argument("--backbone", default="lite0", choices=["lite0", "papercnn", "resnet50", "inception_v3"])
+    p.add_argument("--backbone", default="lite0", choices=list(BACKBONES))
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="default: the backbone's")
     p.add_argument("--no-metadata", action="store_true", help="image-only (metadata branch off)")
     p.add_argument("--meta-dropout", type=float, default=0.25, help="chance of withholding each metadata field")
