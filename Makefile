@@ -89,7 +89,7 @@ compare-budget: $(STAMP)
 	wait
 	$(PY) bench/compare_models.py --threads $(THREADS) --cv-models --re-evaluate
 
-# -- validation on a clinic's own labelled set (core.validation.validate) -----------------------------------
+# -- validation on a clinic's own labelled set (core.validation.validate) ------------------------
 .PHONY: validate bench-validate
 
 # make validate IMAGES=folder LABELS=labels.csv [MAP=label_map.csv] [OUT=folder] [BUNDLE=weights/...]
