@@ -31,17 +31,17 @@ TRAIN_COMMON := --freeze-stages 0 --epochs 12 --optimizer adamw --lr 5e-4 --weig
 	--class-weights sqrt-inverse --label-smoothing 0.1 --patience 12 --resume --threads $(THREADS)
 
 train-fusion: $(STAMP)
-	$(PY) -m core.train --name fusion-lite0 $(TRAIN_COMMON)
+	$(PY) -m core.model.train --name fusion-lite0 $(TRAIN_COMMON)
 
 train-image: $(STAMP)
-	$(PY) -m core.train --name image-lite0 --no-metadata $(TRAIN_COMMON)
+	$(PY) -m core.model.train --name image-lite0 --no-metadata $(TRAIN_COMMON)
 
 # Both default models, one after the other (the long run: start it with nohup).
 train-defaults: train-fusion train-image
 
 evaluate: $(STAMP)
-	$(PY) -m core.evaluate --bundle weights/fusion-lite0
-	$(PY) -m core.evaluate --bundle weights/image-lite0
+	$(PY) -m core.model.evaluate --bundle weights/fusion-lite0
+	$(PY) -m core.model.evaluate --bundle weights/image-lite0
 
 # -- explanations, performance aggregates and the papers' comparison ---------------------------
 .PHONY: card explain compare compare-defaults calibrate
@@ -49,13 +49,13 @@ evaluate: $(STAMP)
 # Store test metrics plus the Model performance page's aggregates (curves, operating points,
 # calibration bins, subgroups) in each committed bundle's card.
 card: $(STAMP)
-	$(PY) -m core.evaluate --bundle weights/fusion-lite0 --write-card
-	$(PY) -m core.evaluate --bundle weights/image-lite0 --write-card
+	$(PY) -m core.model.evaluate --bundle weights/fusion-lite0 --write-card
+	$(PY) -m core.model.evaluate --bundle weights/image-lite0 --write-card
 
 # Permutation importance and metadata SHAP on the validation split -> weights/<name>/explanations.json.
 explain: $(STAMP)
-	$(PY) -m core.explain --bundle weights/fusion-lite0 --threads $(THREADS)
-	$(PY) -m core.explain --bundle weights/image-lite0 --threads $(THREADS)
+	$(PY) -m core.explain.importance --bundle weights/fusion-lite0 --threads $(THREADS)
+	$(PY) -m core.explain.importance --bundle weights/image-lite0 --threads $(THREADS)
 
 # The papers' model comparison -> results/comparison.json (+ .csv). Resumable: re-run to continue.
 compare: $(STAMP)
@@ -67,12 +67,12 @@ compare-defaults: $(STAMP)
 
 # Calibration, decision rule and referral thresholds refitted on validation (training runs this itself).
 calibrate: $(STAMP)
-	$(PY) -m core.calibrate --bundle weights/fusion-lite0
-	$(PY) -m core.calibrate --bundle weights/image-lite0
+	$(PY) -m core.model.calibrate --bundle weights/fusion-lite0
+	$(PY) -m core.model.calibrate --bundle weights/image-lite0
 
 # Out-of-distribution statistics (PCA + Mahalanobis on the training split) -> the card's "ood".
 ood: $(STAMP)
-	$(PY) -m core.ood --bundle weights/fusion-lite0
+	$(PY) -m core.clinic.ood --bundle weights/fusion-lite0
 
 # Everything the pages read from the bundles, after (re)training: run in this order, since each
 # step rewrites part of the model card.
@@ -89,22 +89,22 @@ compare-budget: $(STAMP)
 	wait
 	$(PY) bench/compare_models.py --threads $(THREADS) --cv-models --re-evaluate
 
-# -- validation on a clinic's own labelled set (core.validate) -----------------------------------
+# -- validation on a clinic's own labelled set (core.validation.validate) ------------------------
 .PHONY: validate bench-validate
 
 # make validate IMAGES=folder LABELS=labels.csv [MAP=label_map.csv] [OUT=folder] [BUNDLE=weights/...]
 validate: $(STAMP)
-	$(PY) -m core.validate --images "$(IMAGES)" --labels "$(LABELS)" --bundle "$(or $(BUNDLE),weights/fusion-lite0)" \
+	$(PY) -m core.validation.validate --images "$(IMAGES)" --labels "$(LABELS)" --bundle "$(or $(BUNDLE),weights/fusion-lite0)" \
 		$(if $(MAP),--label-map "$(MAP)") $(if $(OUT),--out "$(OUT)")
 
-# Time core.validate on 1,000 HAM10000 test-split images (target: under 2 minutes on 2 cores).
+# Time core.validation.validate on 1,000 HAM10000 test-split images (target: under 2 minutes on 2 cores).
 bench-validate: $(STAMP)
 	$(PY) bench/bench_validate.py --threads $(THREADS)
 
-# The input gate (core.gate): dermoscopy vs generated non-dermoscopy images, a logistic regression on
+# The input gate (core.clinic.gate): dermoscopy vs generated non-dermoscopy images, a logistic regression on
 # each bundle's own features, thresholded on the validation split -> the card's "gate". After `ood`.
 # `python bench/bench_gate.py --bundle weights/<name>` prints its flag rates.
 .PHONY: gate
 gate: $(STAMP)
-	$(PY) -m core.gate --bundle weights/fusion-lite0 --threads $(THREADS)
-	$(PY) -m core.gate --bundle weights/image-lite0 --threads $(THREADS)
+	$(PY) -m core.clinic.gate --bundle weights/fusion-lite0 --threads $(THREADS)
+	$(PY) -m core.clinic.gate --bundle weights/image-lite0 --threads $(THREADS)

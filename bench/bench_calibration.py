@@ -22,9 +22,9 @@ from sklearn.model_selection import GroupKFold
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import config  # noqa: E402
-from core.calibration import METHODS, binary_reliability, ece_from_bins, fit_calibration, nll, reliability_bins  # noqa: E402
-from core.data import subset  # noqa: E402
-from core.evaluate import binary_scores, class_indices, eval_dataset, load_for_scoring, split_logits  # noqa: E402
+from core.data.datasets import subset  # noqa: E402
+from core.model.calibration import METHODS, binary_reliability, ece_from_bins, fit_calibration, nll, reliability_bins  # noqa: E402
+from core.model.evaluate import binary_scores, class_indices, eval_dataset, load_for_scoring, split_logits  # noqa: E402
 
 
 def main() -> None:

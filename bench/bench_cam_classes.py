@@ -18,9 +18,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import config, heatmap  # noqa: E402
-from core.data import subset  # noqa: E402
-from core.evaluate import eval_dataset, load_for_scoring  # noqa: E402
+from core import config  # noqa: E402
+from core.data.datasets import subset  # noqa: E402
+from core.explain import heatmap  # noqa: E402
+from core.model.evaluate import eval_dataset, load_for_scoring  # noqa: E402
 
 
 def main() -> None:

@@ -21,9 +21,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import config  # noqa: E402
-from core.calibration import Calibration  # noqa: E402
-from core.data import subset  # noqa: E402
-from core.evaluate import (  # noqa: E402
+from core.model.calibration import Calibration  # noqa: E402
+from core.data.datasets import subset  # noqa: E402
+from core.model.evaluate import (  # noqa: E402
     deployed_scorers,
     difference_verdict,
     eval_dataset,

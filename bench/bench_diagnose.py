@@ -2,7 +2,7 @@
 
     python bench/bench_diagnose.py [--bundle weights/fusion-lite0] [--runs 30]
 
-Times the page's own pipeline (core.diagnose: decode once, preprocess once, one forward pass
+Times the page's own pipeline (core.clinic.diagnose: decode once, preprocess once, one forward pass
 giving the checks' features and the calibrated prediction, with flip averaging when the card
 says so; then Grad-CAM and the three panels), the model loaded once per process as the app's
 cached loader does. In the same run: the pipeline as it was before the one-pass change (the
@@ -28,13 +28,14 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import config, heatmap  # noqa: E402
-from core.bundle import read_card, save_bundle  # noqa: E402
-from core.diagnose import analyse, cam_map, decode  # noqa: E402
+from core import config  # noqa: E402
+from core.clinic.diagnose import analyse, cam_map, decode  # noqa: E402
+from core.clinic.ood import OODModel, image_features  # noqa: E402
+from core.data.metadata import MetadataEncoder  # noqa: E402
+from core.explain import heatmap  # noqa: E402
 from core.inference import Predictor  # noqa: E402
-from core.metadata import MetadataEncoder  # noqa: E402
-from core.models import build_model  # noqa: E402
-from core.ood import OODModel, image_features  # noqa: E402
+from core.model.bundle import read_card, save_bundle  # noqa: E402
+from core.model.networks import build_model  # noqa: E402
 
 META = {"age": 55, "sex": "male", "site": "back"}
 

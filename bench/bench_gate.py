@@ -4,8 +4,8 @@
 
 Every image goes through the app's own path (`Predictor.predict_batch`: decode, one forward,
 `ImageChecks.assess`), with the gate and OOD statistics stored in the bundle's card (fitted by
-`python -m core.gate` and `python -m core.ood`). It prints, per family of the held-out generated
-negatives (core.gate_negatives, split "test": seeds and photo halves no fit has seen) and per
+`python -m core.clinic.gate` and `python -m core.clinic.ood`). It prints, per family of the held-out generated
+negatives (core.clinic.gate_negatives, split "test": seeds and photo halves no fit has seen) and per
 diagnosis of the test split, the share withheld as not dermoscopy, the share cautioned as unusual
 (OOD), the share with a poor-quality flag, and the share with any flag; then the same for
 greyscale copies of a random sample of the test images. Targets (issue 14): at least 95 % of
@@ -30,14 +30,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import config  # noqa: E402
-from core.data import prepare_for_card, subset  # noqa: E402
-from core.errors import InputError  # noqa: E402
-from core.gate import (  # noqa: E402
-    Gate, capped_sample, choose_threshold, ham_design, negatives_design,
+from core.clinic.gate import (  # noqa: E402
+    Gate,
+    capped_sample,
+    choose_threshold,
+    ham_design,
+    negatives_design,
 )
-from core.gate_negatives import FAMILIES, negatives  # noqa: E402
+from core.clinic.gate_negatives import FAMILIES, negatives  # noqa: E402
+from core.clinic.quality import FLAG_GRADES, POOR_QUALITY, UNUSUAL, QualityReport  # noqa: E402
+from core.data.datasets import prepare_for_card, subset  # noqa: E402
+from core.errors import InputError  # noqa: E402
 from core.inference import Predictor  # noqa: E402
-from core.quality import FLAG_GRADES, POOR_QUALITY, UNUSUAL, QualityReport  # noqa: E402
 
 COLUMNS = ("n", "withheld", "unusual", "poor quality", "any flag")
 
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     predictor = Predictor.load(args.bundle)
     if predictor.checks.gate is None:
-        raise InputError(f"{args.bundle} has no fitted gate: run python -m core.gate --bundle {args.bundle} first.")
+        raise InputError(f"{args.bundle} has no fitted gate: run python -m core.clinic.gate --bundle {args.bundle} first.")
     gate = predictor.card["gate"]
     print(f"{predictor.name}: gate threshold {gate['threshold']:.3f} ({gate['how']})")
     if predictor.checks.ood is not None:

@@ -28,10 +28,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import config  # noqa: E402
-from core.bundle import load_bundle  # noqa: E402
-from core.calibration import Calibration, binary_reliability, ece_from_bins, reliability_bins  # noqa: E402
-from core.data import prepare_for_card, subset  # noqa: E402
-from core.evaluate import (  # noqa: E402
+from core.data.datasets import prepare_for_card, subset  # noqa: E402
+from core.inference import Predictor  # noqa: E402
+from core.model.bundle import load_bundle  # noqa: E402
+from core.model.calibration import Calibration, binary_reliability, ece_from_bins, reliability_bins  # noqa: E402
+from core.model.evaluate import (  # noqa: E402
     binary_scores,
     class_indices,
     deployed_scorers,
@@ -40,7 +41,6 @@ from core.evaluate import (  # noqa: E402
     paired_difference,
     split_logits,
 )
-from core.inference import Predictor  # noqa: E402
 
 TARGETS = {"balanced_accuracy": 0.75, "melanoma_auroc": 0.90, "malignant_auroc": 0.92}
 ECE_TARGET = 0.03

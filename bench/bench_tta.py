@@ -20,10 +20,10 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import config  # noqa: E402
-from core.bundle import load_bundle  # noqa: E402
-from core.calibration import Calibration  # noqa: E402
-from core.data import prepare_for_card, subset  # noqa: E402
-from core.evaluate import binary_scores, class_indices, eval_dataset  # noqa: E402
+from core.data.datasets import prepare_for_card, subset  # noqa: E402
+from core.model.bundle import load_bundle  # noqa: E402
+from core.model.calibration import Calibration  # noqa: E402
+from core.model.evaluate import binary_scores, class_indices, eval_dataset  # noqa: E402
 
 VIEWS = {
     "identity": lambda x: x,

@@ -1,4 +1,4 @@
-"""Time `core.validate` on 1,000 images: the issue's target is under 2 minutes on 2 cores.
+"""Time `core.validation.validate` on 1,000 images: the issue's target is under 2 minutes on 2 cores.
 
 The "clinic set" is made of HAM10000 test-split images (linked, not copied, into a temporary
 folder) with a label CSV in another vocabulary: long diagnosis names, "M"/"F", capitalised
@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import pandas as pd
 import torch
@@ -25,11 +26,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import config  # noqa: E402
-from core import validate  # noqa: E402
-from core.bundle import read_card  # noqa: E402
 from core.inference import Predictor  # noqa: E402
-from core.validate_input import load_set  # noqa: E402
-from core.validate_report import pdf_summary, text_table  # noqa: E402
+from core.model.bundle import read_card  # noqa: E402
+from core.validation import validate  # noqa: E402
+from core.validation.inputs import load_set  # noqa: E402
+from core.validation.report import pdf_summary, text_table  # noqa: E402
 
 LONG_NAMES = {"akiec": "Actinic keratosis", "bcc": "Basal cell carcinoma", "bkl": "Seborrheic keratosis",
               "df": "Dermatofibroma", "mel": "Melanoma", "nv": "Melanocytic nevus", "vasc": "Vascular lesion"}
@@ -56,7 +57,10 @@ def clinic_set(ham: Path, n: int, folder: Path) -> Path:
     return csv
 
 
-def stage(name: str, timings: list, fn, *args, **kwargs):
+T = TypeVar("T")
+
+
+def stage(name: str, timings: list[tuple[str, float, float]], fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     wall, cpu = time.perf_counter(), time.process_time()
     out = fn(*args, **kwargs)
     timings.append((name, time.perf_counter() - wall, time.process_time() - cpu))
@@ -86,7 +90,7 @@ def main() -> None:
                        card, str(args.bundle), args.bootstrap)
         stage("PDF summary", timings, pdf_summary, report)
     n = report["set"]["scored_images"]
-    print(f"core.validate on {n} HAM10000 test-split images, bundle {card['name']}, {args.threads} torch threads")
+    print(f"core.validation.validate on {n} HAM10000 test-split images, bundle {card['name']}, {args.threads} torch threads")
     print(f"{'stage':52s} {'wall s':>8s} {'CPU s':>8s}")
     for name, wall, cpu in timings:
         print(f"{name:52s} {wall:8.1f} {cpu:8.1f}")

@@ -6,7 +6,7 @@
 
 Rows: (1) the first paper's multimodal CNN (papercnn, image + metadata, 128x128); (2) the same
 on heatmap-guided input (Grad-CAM of an ImageNet-pretrained EfficientNet-Lite0, see
-core/guided.py); (3) the default backbone image-only and (4) the default fusion model, both
+core/explain/guided.py); (3) the default backbone image-only and (4) the default fusion model, both
 reused from their committed bundles; (5) the default fusion model on heatmap-guided input,
 trained only if (2) shows promise on the validation split (or with --force-lite0-heatmap); (6) ResNet-50 and
 Inception-v3, trained only with --with-heavy and their ImageNet weights in the torch hub cache.
@@ -40,14 +40,22 @@ from sklearn.model_selection import StratifiedGroupKFold
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import config  # noqa: E402
-from core.bundle import CARD_FILE, load_bundle  # noqa: E402
-from core.data import load_ham10000, prepare, subset  # noqa: E402
-from core.calibration import Calibration, balanced_accuracy  # noqa: E402
-from core.evaluate import (  # noqa: E402
-    binary_scores, bootstrap_auc, bootstrap_ci, class_indices, eval_dataset, extract, flip_average,
-    head_logits, sensitivity_at_specificity,
+from core.data.datasets import LesionDataset, load_ham10000, prepare, subset  # noqa: E402
+from core.figures.performance import comparison_table  # noqa: E402
+from core.model.bundle import CARD_FILE, load_bundle  # noqa: E402
+from core.model.calibration import Calibration, balanced_accuracy  # noqa: E402
+from core.model.evaluate import (  # noqa: E402
+    binary_scores,
+    bootstrap_auc,
+    bootstrap_ci,
+    class_indices,
+    eval_dataset,
+    extract,
+    flip_average,
+    head_logits,
+    sensitivity_at_specificity,
 )
-from core.performance_figures import comparison_table  # noqa: E402
+from core.model.networks import FusionNet  # noqa: E402
 
 log = logging.getLogger("compare_models")
 
@@ -106,7 +114,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "trainings side by side at --threads 1, then evaluating them in one run on 2 threads")
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--seed", type=int, default=config.SEED)
-    # smoke-test knobs, passed on to core.train
+    # smoke-test knobs, passed on to core.model.train
     p.add_argument("--limit", type=int)
     p.add_argument("--max-steps", type=int)
     p.add_argument("--epochs", type=int)
@@ -151,7 +159,7 @@ class Data:
 
     def get(self, guided: bool) -> tuple[pd.DataFrame, list[np.ndarray]]:
         """Frame with the shared split and decoded images; with --limit, the same stratified sample
-        core.train draws, chosen before decoding so a smoke run reads only those images."""
+        core.model.train draws, chosen before decoding so a smoke run reads only those images."""
         key = "guided" if guided else "original"
         if key not in self._cache:
             root = self.guided_dir() if guided else self.args.data
@@ -161,7 +169,7 @@ class Data:
 
     def guided_dir(self) -> Path:
         """The guided copy of the dataset: heatmaps computed once (cached), images written once."""
-        from core.guided import guide_cams, imagenet_guide, write_guided_dataset
+        from core.explain.guided import guide_cams, imagenet_guide, write_guided_dataset
 
         out = self.args.cache_dir / f"ham10000-guided-{self.args.guide_mode}"
         frame, images = self.get(False)
@@ -176,11 +184,11 @@ class Data:
 
 # -- training -----------------------------------------------------------------------------------------
 def train(args: argparse.Namespace, row: Row, data_dir: Path, split_file: Path, out: Path, work: Path) -> Path:
-    """core.train in a subprocess (its memory is returned when it ends); skipped if the bundle exists."""
+    """core.model.train in a subprocess (its memory is returned when it ends); skipped if the bundle exists."""
     if (out / CARD_FILE).is_file():
         log.info("%s: bundle exists at %s, not retrained", row.id, out)
         return out
-    cmd = [sys.executable, "-m", "core.train", "--name", row.id, *row.train_args, "--data", str(data_dir),
+    cmd = [sys.executable, "-m", "core.model.train", "--name", row.id, *row.train_args, "--data", str(data_dir),
            "--split-file", str(split_file), "--out", str(out), "--work-dir", str(work), "--resume",
            "--threads", str(args.threads), "--seed", str(args.seed), "--bootstrap", str(min(args.bootstrap, 200))]
     if args.limit:
@@ -192,7 +200,7 @@ def train(args: argparse.Namespace, row: Row, data_dir: Path, split_file: Path, 
     log.info("%s: training: %s", row.id, " ".join(cmd))
     code = subprocess.run(cmd, cwd=config.REPO_ROOT).returncode
     if code != 0 or not (out / CARD_FILE).is_file():
-        raise TrainingFailed(f"core.train exited with code {code} (see its log above)")
+        raise TrainingFailed(f"core.model.train exited with code {code} (see its log above)")
     return out
 
 
@@ -202,7 +210,9 @@ class TrainingFailed(RuntimeError):
 
 # -- evaluation -------------------------------------------------------------------------------------------
 @torch.no_grad()
-def test_outputs(bundle: Path, frame: pd.DataFrame, images: list[np.ndarray], split: str = "test"):
+def test_outputs(
+    bundle: Path, frame: pd.DataFrame, images: list[np.ndarray], split: str = "test"
+) -> tuple[FusionNet, dict[str, Any], np.ndarray, np.ndarray, np.ndarray, LesionDataset]:
     """Calibrated test probabilities, labels and lesion ids of a bundle on one split."""
     model, card = load_bundle(bundle)
     part, part_images = subset(frame, images, frame["split"] == split)
@@ -239,7 +249,7 @@ def row_metrics(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray, card:
 
 def inference_seconds(model: torch.nn.Module, dataset: Any, threads: int, guided: bool, repeats: int = 20) -> float:
     """Median single-image latency on `threads` cores (plus the guide's Grad-CAM for guided models)."""
-    from core.heatmap import compute_cam
+    from core.explain.heatmap import compute_cam
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -256,8 +266,8 @@ def inference_seconds(model: torch.nn.Module, dataset: Any, threads: int, guided
                 times.append(time.perf_counter() - t0)
         total = float(np.median(times))
         if guided:
-            from core.guided import GUIDE_SIZE, imagenet_guide
-            from core.transforms import eval_transform
+            from core.data.transforms import eval_transform
+            from core.explain.guided import GUIDE_SIZE, imagenet_guide
 
             guide = imagenet_guide()
             g = eval_transform(GUIDE_SIZE, config.IMAGENET_MEAN, config.IMAGENET_STD)(torch.zeros(3, 150, 200, dtype=torch.uint8))
@@ -300,7 +310,7 @@ def fold_splits(frame: pd.DataFrame, folds: int, seed: int, out_dir: Path) -> li
 
 
 def run_cv(args: argparse.Namespace, row: Row, entry: dict[str, Any], data: Data, results: dict[str, Any]) -> None:
-    # Folds over every image in the metadata (core.train requires each image to have a split),
+    # Folds over every image in the metadata (core.model.train requires each image to have a split),
     # even when --limit means only a sample is decoded here.
     everything, _ = load_ham10000(args.data)
     paths = fold_splits(everything, args.folds, args.seed, args.work_dir / "cv-splits")
@@ -469,7 +479,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 entry["note"] = f"The committed bundle weights/{row.reuse}, evaluated, not retrained."
             else:
                 entry["note"] = " ".join(filter(None, [
-                    reason_trained, f"Trained here: core.train {' '.join(row.train_args)} (the bundle stays under "
+                    reason_trained, f"Trained here: core.model.train {' '.join(row.train_args)} (the bundle stays under "
                                     "--work-dir, by default runs/compare/bundles; not committed)."]))
                 data_dir = data.guided_dir() if row.guided else args.data
                 try:

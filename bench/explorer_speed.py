@@ -16,6 +16,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -27,7 +28,7 @@ from ui.explorer import DATA_ENV  # noqa: E402
 PAGE = str(REPO / "pages" / "2_Dataset_Explorer.py")
 
 
-def timed(action) -> tuple[float, float]:
+def timed(action: Callable[[], object]) -> tuple[float, float]:
     """Wall time and process CPU time (all threads) of one action.
 
     CPU time is what the wall time would be on an idle machine (a script run is single-threaded),

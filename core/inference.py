@@ -6,8 +6,8 @@
 
 Preprocessing comes from the model card (the same eval transform evaluation uses), the metadata
 encoder from the card's vocabulary, probabilities are calibrated and the suggested class chosen
-as the card's "calibration" section says (core.calibration), and every image goes through the
-card's image checks (core.quality) on the features of the same forward pass. Every bad input
+as the card's "calibration" section says (core.model.calibration), and every image goes through the
+card's image checks (core.clinic.quality) on the features of the same forward pass. Every bad input
 raises `core.errors.InputError` with a readable message.
 """
 from __future__ import annotations
@@ -19,14 +19,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from core.bundle import load_bundle
-from core.calibration import Calibration
+from core.clinic.imageio import ImageLike, load_rgb
+from core.clinic.quality import ImageChecks, QualityReport
+from core.data.metadata import MetadataEncoder
+from core.data.transforms import card_transform
 from core.errors import InputError
-from core.imageio import ImageLike, load_rgb
-from core.metadata import MetadataEncoder
-from core.models import FusionNet, image_features
-from core.quality import ImageChecks, QualityReport
-from core.transforms import card_transform
+from core.model.bundle import load_bundle
+from core.model.calibration import Calibration
+from core.model.networks import FusionNet, image_features
 
 __all__ = ["InputError", "Prediction", "Predictor"]
 

@@ -6,7 +6,7 @@ import streamlit as st
 from ui import diagnose as ui
 from ui.loaders import predictor_or_stop
 
-st.set_page_config(page_title="Diagnose - dermoscopy decision support", page_icon="🔬", layout="wide")
+st.set_page_config(page_title="Diagnose - dermoscopy decision support", layout="wide")
 st.title("Diagnose")
 st.caption("Decision support for clinicians trained in dermoscopy: an estimate, never a diagnosis.")
 

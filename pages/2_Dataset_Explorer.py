@@ -10,7 +10,7 @@ import streamlit as st
 from core.errors import InputError
 from ui import explorer, explorer_views
 
-st.set_page_config(page_title="Dataset explorer", page_icon="📊", layout="wide")
+st.set_page_config(page_title="Dataset explorer", layout="wide")
 st.title("Dataset explorer")
 
 try:

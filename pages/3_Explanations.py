@@ -9,7 +9,7 @@ from ui import explain as ui
 from ui.loaders import predictor_or_stop
 
 started = time.perf_counter()  # a button's click reruns the page: its wait is counted from here
-st.set_page_config(page_title="Explanations - dermoscopy decision support", page_icon="🔬", layout="wide")
+st.set_page_config(page_title="Explanations - dermoscopy decision support", layout="wide")
 st.title("Explanations")
 st.caption("Which inputs move the model's estimate: across the validation split, and for one image.")
 

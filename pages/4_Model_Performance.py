@@ -7,14 +7,14 @@ import streamlit as st
 from ui import performance as section
 from ui.loaders import card_or_stop
 
-st.set_page_config(page_title="Model performance - dermoscopy decision support", page_icon="🔬", layout="wide")
+st.set_page_config(page_title="Model performance - dermoscopy decision support", layout="wide")
 st.title("Model performance")
 
 card = card_or_stop()
 section.model_card_section(card)
 metrics = card.get("metrics", {})
 if not metrics.get("all_inputs"):
-    st.info("This model card holds no test metrics. Run `make card` (python -m core.evaluate --write-card) with "
+    st.info("This model card holds no test metrics. Run `make card` (python -m core.model.evaluate --write-card) with "
             "the dataset present.")
     st.stop()
 section.test_metrics_section(card)

@@ -7,7 +7,7 @@ from core.errors import InputError
 from ui import validate as ui
 from ui.loaders import card_or_stop, predictor_or_stop
 
-st.set_page_config(page_title="Validate - dermoscopy decision support", page_icon="🔬", layout="wide")
+st.set_page_config(page_title="Validate - dermoscopy decision support", layout="wide")
 st.title("Validate on your own images")
 st.caption("Check the model on your own patients and cameras before relying on it: the model card's figures come "
            "from HAM10000 alone, and models often do worse on images from other clinics.")

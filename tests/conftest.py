@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from core import config
-from core.bundle import save_bundle
-from core.metadata import MetadataEncoder
-from core.models import build_model
+from core.data.metadata import MetadataEncoder
+from core.model.bundle import save_bundle
+from core.model.networks import build_model
 
 HAM_DIR = config.DEFAULT_DATA_DIR / "ham10000"
 ISIC_CSV = config.DEFAULT_DATA_DIR / "isic2020" / "train.csv"

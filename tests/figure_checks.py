@@ -6,7 +6,7 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.figure_layout import MODEBAR_PX, SUBPLOT_TITLES_PX, TITLE_PX
+from core.figures.layout import MODEBAR_PX, SUBPLOT_TITLES_PX, TITLE_PX
 
 
 def chart_specs(at: AppTest) -> list[dict]:

@@ -1,4 +1,5 @@
-"""The real page in headless Chromium: `streamlit run app.py`, upload an image on Diagnose, wait for the heatmap.
+"""The real app in headless Chromium: `streamlit run app.py`; every page opened by deep link on a freshly
+started server shows one menu with Home first; on Diagnose, upload an image and wait for the heatmap.
 
 Skips, saying why, only where Chromium or chromedriver is not installed (`.ci/run` installs
 Debian's chromium and chromium-driver). The screenshot is saved under the test's tmp path.
@@ -128,3 +129,26 @@ def test_diagnose_page_in_chromium(app_url, driver, tmp_path):
     for text in ("Referral decision", "Suggested class", "Malignant risk", "Melanoma risk", "Overlay",
                  "Class probabilities", "Colour scale"):
         assert text in body or driver.find_elements(By.XPATH, f"//*[contains(text(), '{text}')]"), text
+
+
+#: Each page's deep link (the URL path app.py gives it) and its title on the page.
+DEEP_LINKS = {"": "Dermoscopy decision support", "Diagnose": "Diagnose", "Dataset_Explorer": "Dataset explorer",
+              "Explanations": "Explanations", "Model_Performance": "Model performance",
+              "Validate": "Validate on your own images"}
+MENU = ["Home", "Diagnose", "Dataset explorer", "Explanations", "Model performance", "Validate"]
+
+
+@pytest.mark.parametrize("path", list(DEEP_LINKS), ids=lambda p: p or "root")
+def test_deep_link_on_a_fresh_server_shows_one_menu(app_url, driver, path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{app_url}/{path}")
+    wait = WebDriverWait(driver, RESULT_TIMEOUT)
+    wait.until(lambda d: any(h.text.strip() == DEEP_LINKS[path] for h in d.find_elements(By.TAG_NAME, "h1")))
+    menus = driver.find_elements(By.CSS_SELECTOR, "[data-testid='stSidebarNav']")
+    assert len(menus) == 1, f"{len(menus)} navigation menus on /{path}"
+    links = [a.text.strip() for a in menus[0].find_elements(By.CSS_SELECTOR, "a")]
+    # A material icon is drawn from a ligature font, so its name ("home") precedes each label in the text.
+    assert len(links) == len(MENU) and all(link.endswith(label) for link, label in zip(links, MENU)), links
+    assert not any(link.endswith("app") for link in links) and not driver.find_elements(By.CSS_SELECTOR, "[data-testid='stException']")

@@ -4,9 +4,9 @@ import shutil
 import pytest
 import torch
 
-from core.bundle import BundleError, load_bundle, read_card
-from core.metadata import MetadataEncoder
-from core.models import build_model
+from core.data.metadata import MetadataEncoder
+from core.model.bundle import BundleError, load_bundle, read_card
+from core.model.networks import build_model
 
 
 def test_round_trip_gives_identical_outputs(tiny_bundle):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.calibration import (
+from core.model.calibration import (
     Calibration,
     balanced_accuracy,
     binary_reliability,

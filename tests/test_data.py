@@ -7,12 +7,18 @@ import torch
 from PIL import Image
 
 from core.config import CLASSES
-from core.data import (
-    LesionDataset, assert_grouped, load_ham10000, load_images, load_isic2020, load_or_create_split, make_split,
+from core.data.datasets import (
+    LesionDataset,
+    assert_grouped,
+    load_ham10000,
+    load_images,
+    load_isic2020,
+    load_or_create_split,
+    make_split,
 )
+from core.data.metadata import MetadataEncoder
+from core.data.transforms import eval_transform
 from core.errors import InputError
-from core.metadata import MetadataEncoder
-from core.transforms import eval_transform
 
 ROWS = """lesion_id,image_id,dx,dx_type,age,sex,localization
 HAM_1,ISIC_1,mel,histo,55.0,male,back
@@ -150,7 +156,7 @@ def test_only_training_may_write_a_split(tmp_path):
 
 
 def test_a_card_refuses_another_split_file(tmp_path):
-    from core.data import prepare_for_card, split_sha256
+    from core.data.datasets import prepare_for_card, split_sha256
 
     ham = write_ham(tmp_path / "ham")
     frame, _ = load_ham10000(ham)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import find_datasets, load_metadata_csv, read_rgb
+from core.data.datasets import find_datasets, load_metadata_csv, read_rgb
 from core.errors import InputError
 
 HAM = "lesion_id,image_id,dx,dx_type,age,sex,localization\nHAM_1,ISIC_1,mel,histo,55,male,back\n"

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from core import dataset_stats as ds
-from core import eda
-from core.data import load_ham10000
+from core.data.datasets import load_ham10000
+from core.eda import dataset_stats as ds
+from core.eda import tables
 from core.errors import InputError
 
 CSV = """lesion_id,image_id,dx,dx_type,age,sex,localization
@@ -61,11 +61,11 @@ def test_write_and_read_stats_round_trip(ham, tmp_path):
     stats = ds.read_stats(out)
     frame, _ = load_ham10000(ham)
     # The stored cube reproduces every table of the original frame.
-    pd.testing.assert_frame_equal(eda.class_table(stats.cube), eda.class_table(frame))
-    pd.testing.assert_frame_equal(eda.age_table(stats.cube, "sex"), eda.age_table(frame, "sex"), check_dtype=False)
+    pd.testing.assert_frame_equal(tables.class_table(stats.cube), tables.class_table(frame))
+    pd.testing.assert_frame_equal(tables.age_table(stats.cube, "sex"), tables.age_table(frame, "sex"), check_dtype=False)
     assert stats.per_lesion.to_dict() == {1: 2, 2: 1}
     assert stats.colour["mel"][0] == 2 and stats.colour["nv"][0] == 1  # ISIC_4 is unreadable
-    red = eda.colour_table(stats.colour).query("channel == 'red' and group == 'malignant'")
+    red = tables.colour_table(stats.colour).query("channel == 'red' and group == 'malignant'")
     assert red["fraction"].iloc[-1] == pytest.approx(1.0)
     assert stats.quality["unreadable_images"] == 1 and stats.quality["rows"] == 4
     assert stats.meta["rows_used"] == "all rows" and stats.meta["licence"] == "CC BY-NC 4.0"
@@ -101,4 +101,4 @@ def test_committed_default_statistics_load():
 
     stats = ds.read_stats(WEIGHTS_DIR / DEFAULT_MODEL / ds.STATS_FILE)
     assert stats.cube["n"].sum() == stats.quality["rows"] > 5000
-    assert set(eda.class_table(stats.cube)["dx"]) == {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"}
+    assert set(tables.class_table(stats.cube)["dx"]) == {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"}

@@ -1,4 +1,4 @@
-"""core.download against a local HTTP server that mimics the Dataverse API (never the internet)."""
+"""core.data.download against a local HTTP server that mimics the Dataverse API (never the internet)."""
 from __future__ import annotations
 
 import functools
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import download
-from core.data import load_ham10000
+from core.data import download
+from core.data.datasets import load_ham10000
 from core.errors import InputError
 
 CSV = b"lesion_id,image_id,dx,dx_type,age,sex,localization\nHAM_1,ISIC_1,mel,histo,55,male,back\n" \

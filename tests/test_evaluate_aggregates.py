@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from core import config
-from core.calibration import ece_from_bins, expected_calibration_error, fit_temperature, reliability_bins
-from core.evaluate import (
+from core.model.calibration import ece_from_bins, expected_calibration_error, fit_temperature, reliability_bins
+from core.model.evaluate import (
     age_band,
     binary_curves,
     centre_square,
@@ -131,7 +131,7 @@ def test_subgroup_rows_carry_intervals() -> None:
 def test_paired_difference_by_construction() -> None:
     from sklearn.metrics import roc_auc_score
 
-    from core.evaluate import paired_difference
+    from core.model.evaluate import paired_difference
 
     rng = np.random.default_rng(1)
     truth = rng.integers(0, 2, 400)

@@ -1,4 +1,4 @@
-"""Permutation importance, metadata SHAP, image SHAP and CAM faithfulness (core.explain)."""
+"""Permutation importance, metadata SHAP, image SHAP and CAM faithfulness (core.explain.importance)."""
 from __future__ import annotations
 
 import json
@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from core import config
-from core.bundle import load_bundle
+from core.data.metadata import MetadataEncoder
 from core.errors import InputError
-from core.explain import (
+from core.explain.importance import (
     EXPLANATIONS_FILE,
     FIELDS,
     IMAGE_GROUP,
@@ -29,7 +29,7 @@ from core.explain import (
     permutation_importance,
     read_explanations,
 )
-from core.metadata import MetadataEncoder
+from core.model.bundle import load_bundle
 
 
 @pytest.fixture(autouse=True)

@@ -8,12 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import streamlit as st
+from figure_checks import assert_toolbar_room, chart_specs
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core import config, eda
-from core.dataset_stats import STATS_FILE
-from figure_checks import assert_toolbar_room, chart_specs
+from core import config
+from core.eda import tables
+from core.eda.dataset_stats import STATS_FILE
 from ui.explorer import DATA_ENV
 from ui.loaders import MODEL_ENV
 
@@ -57,7 +58,7 @@ def test_ham10000_charts_and_filters(monkeypatch, ham_dir):
     assert len(at.get("plotly_chart")) == 11  # ten charts; chart 10 has two panels
     captions = " ".join(c.value for c in at.caption)
     for key in ("classes", "sex", "sites", "age", "colour", "dx_type"):
-        assert eda.CAPTIONS[key][:40] in captions, key
+        assert tables.CAPTIONS[key][:40] in captions, key
     assert "10,015 images pass the filters" in captions
     classes = spec(at, 0)
     counts = {y: x for trace in classes["data"] for y, x in zip(trace["y"], _decode(trace["x"]))}
@@ -136,7 +137,7 @@ def test_no_data_shows_the_committed_statistics():
 
 
 def _synthetic_stats(folder: Path) -> Path:
-    from core.dataset_stats import build_stats
+    from core.eda.dataset_stats import build_stats
 
     frame = pd.DataFrame({
         "image_id": ["a", "b", "c"], "group_id": ["L1", "L1", "L2"], "dx": ["mel", "mel", "nv"],
@@ -166,7 +167,7 @@ def test_no_data_and_no_statistics(monkeypatch, tmp_path):
     at = run()
     assert_clean(at)
     assert any("No stored dataset statistics" in e.value for e in at.error)
-    assert any("python -m core.download" in i.value for i in at.info)
+    assert any("python -m core.data.download" in i.value for i in at.info)
 
 
 @pytest.mark.parametrize("text,message", [

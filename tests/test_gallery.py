@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core import gallery
+from core.eda import gallery
 from core.errors import InputError
 
 
@@ -49,11 +49,11 @@ def test_rejects_non_rgb():
 
 
 def test_augmentation_preview_uses_train_transform(image, monkeypatch):
-    import core.transforms
+    import core.data.transforms
 
     calls = []
-    real = core.transforms.train_transform
-    monkeypatch.setattr(core.transforms, "train_transform", lambda *a: calls.append(a) or real(*a))
+    real = core.data.transforms.train_transform
+    monkeypatch.setattr(core.data.transforms, "train_transform", lambda *a: calls.append(a) or real(*a))
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     draws = gallery.augmentation_preview(image, 3, (32, 48), mean, std, seed=5)
     assert calls == [((32, 48), mean, std)]

@@ -1,4 +1,4 @@
-"""core.gate and core.gate_negatives: the generated negatives, the gate's fit, threshold and card
+"""core.clinic.gate and core.clinic.gate_negatives: the generated negatives, the gate's fit, threshold and card
 round trip, and the gate withholding a screenshot inside the Predictor."""
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
-from core import gate as gate_mod
-from core import quality
-from core.bundle import read_card
+from core.clinic import gate as gate_mod
+from core.clinic import quality
+from core.clinic.gate import STATISTICS, Gate, choose_threshold, design, flag_rates, image_statistics, rgb_design
+from core.clinic.gate_negatives import FAMILIES, _half, make_negative, negatives
 from core.errors import InputError
-from core.gate import STATISTICS, Gate, choose_threshold, design, flag_rates, image_statistics, rgb_design
-from core.gate_negatives import FAMILIES, _half, make_negative, negatives
 from core.inference import Predictor
+from core.model.bundle import read_card
 
 
 def lesion_like(rng: np.random.Generator, size: tuple[int, int] = (150, 200)) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Heatmap-guided input (core.guided) and the comparison study's pure helpers (bench/compare_models.py)."""
+"""Heatmap-guided input (core.explain.guided) and the comparison study's pure helpers (bench/compare_models.py)."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from core.errors import InputError
-from core.guided import guide_image, write_guided_dataset
-from core.performance_figures import comparison_figure, comparison_table
+from core.explain.guided import guide_image, write_guided_dataset
+from core.figures.performance import comparison_figure, comparison_table
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "compare_models.py"
 

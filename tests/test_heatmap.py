@@ -1,4 +1,4 @@
-"""core.heatmap: every CAM method's shape and range, hooks removed, thread safety, the panels."""
+"""core.explain.heatmap: every CAM method's shape and range, hooks removed, thread safety, the panels."""
 from __future__ import annotations
 
 import threading
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from core import heatmap
+from core.explain import heatmap
 from core.inference import Predictor
 
 
@@ -95,9 +95,9 @@ def test_same_result_from_two_threads_sharing_the_model(predictor, case):
 
 
 def test_image_only_model_is_supported(tmp_path):
-    from core.bundle import save_bundle
-    from core.metadata import MetadataEncoder
-    from core.models import build_model
+    from core.data.metadata import MetadataEncoder
+    from core.model.bundle import save_bundle
+    from core.model.networks import build_model
     from tests.conftest import tiny_card
 
     torch.manual_seed(0)

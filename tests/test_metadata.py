@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from core.data.metadata import UNKNOWN, MetadataEncoder
 from core.errors import InputError
-from core.metadata import UNKNOWN, MetadataEncoder
 
 
 def slot(enc: MetadataEncoder, vec: np.ndarray, name: str) -> float:

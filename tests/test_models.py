@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from core.models import BACKBONES, build_model
+from core.model.networks import BACKBONES, build_model
 
 META = 29
 

@@ -12,7 +12,7 @@ import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core import audit
+from core.clinic import audit
 from tests.test_quality import lesion_like, make_dicom
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "1_Diagnose.py")
@@ -290,8 +290,8 @@ def test_borderline_risk_is_labelled(default_bundle, tmp_path, monkeypatch, lesi
     """Thresholds set just above this image's risks: both statements read BORDERLINE."""
     import shutil
 
-    from core.bundle import read_card, write_card
     from core.inference import Predictor
+    from core.model.bundle import read_card, write_card
 
     bundle = tmp_path / "bundle"
     shutil.copytree(default_bundle, bundle)

@@ -1,7 +1,7 @@
 """AppTest of the Explanations and Model performance pages with no dataset present.
 
 A copy of the tiny bundle gets what the commands store (test metrics with aggregates from
-`core.evaluate`, explanations from `core.explain`) computed on synthetic data; the pages must
+`core.model.evaluate`, explanations from `core.explain.importance`) computed on synthetic data; the pages must
 show every chart from those files alone. The committed default bundle is run too.
 """
 from __future__ import annotations
@@ -15,13 +15,13 @@ import pandas as pd
 import pytest
 import streamlit as st
 import torch
+from figure_checks import assert_toolbar_room
 from streamlit.testing.v1 import AppTest
 
 from core import config
-from core.bundle import load_bundle, write_card
-from core.evaluate import eval_dataset, evaluate_model
-from core.explain import EXPLANATIONS_FILE, compute_global
-from figure_checks import assert_toolbar_room
+from core.explain.importance import EXPLANATIONS_FILE, compute_global
+from core.model.bundle import load_bundle, write_card
+from core.model.evaluate import eval_dataset, evaluate_model
 
 PAGES = Path(__file__).resolve().parent.parent / "pages"
 PERF, EXPLAIN = str(PAGES / "4_Model_Performance.py"), str(PAGES / "3_Explanations.py")

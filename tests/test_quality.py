@@ -1,4 +1,4 @@
-"""core.quality, core.ood and core.dicom: quality flags and grades, the OOD score and its card round trip, DICOM reading."""
+"""core.clinic.quality, core.clinic.ood and core.clinic.dicom: quality flags and grades, the OOD score and its card round trip, DICOM reading."""
 from __future__ import annotations
 
 import io
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import dicom, quality
-from core import ood as ood_module
+from core.clinic import dicom, quality
+from core.clinic import ood as ood_module
+from core.clinic.ood import OODModel
 from core.errors import InputError
 from core.inference import Predictor
-from core.ood import OODModel
 
 
 def lesion_like(rng: np.random.Generator, size: tuple[int, int] = (150, 200)) -> np.ndarray:
@@ -128,7 +128,7 @@ def test_ood_refuses_a_wrong_feature_width_and_a_broken_card(rng):
 
 def test_distribution_check_flags_an_image_unlike_the_training_ones(tiny_bundle, rng):
     predictor = Predictor.load(tiny_bundle)
-    from core.ood import image_features
+    from core.clinic.ood import image_features
 
     train = np.stack([predictor.image_tensor(lesion_like(rng)) for _ in range(24)])
     import torch

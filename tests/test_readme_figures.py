@@ -6,7 +6,7 @@ import re
 import pytest
 
 from core import config
-from core.bundle import read_card
+from core.model.bundle import read_card
 
 ROWS = {"fusion-lite0 (metadata given)": ("fusion-lite0", "all_inputs"),
         "fusion-lite0 (all metadata withheld)": ("fusion-lite0", "metadata_withheld"),

@@ -1,4 +1,4 @@
-"""core.report (the PDF and its wording) and core.audit (SQLite in WAL mode, crash-safe writes)."""
+"""core.clinic.report (the PDF and its wording) and core.clinic.audit (SQLite in WAL mode, crash-safe writes)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -10,10 +10,10 @@ import textwrap
 
 import numpy as np
 
-from core import audit
+from core.clinic import audit
+from core.clinic.report import build_report, risk_statements
 from core.config import REPO_ROOT
 from core.inference import Prediction
-from core.report import build_report, risk_statements
 
 CARD = {
     "name": "tiny-papercnn",
@@ -105,7 +105,7 @@ def test_audit_record_survives_a_crash_right_after_the_write(tmp_path):
     db = tmp_path / "audit.sqlite3"
     script = textwrap.dedent(f"""
         import os, signal
-        from core import audit
+        from core.clinic import audit
         from pathlib import Path
         audit.write("cd" * 32, {{"age": 40.0}}, {{"top": "bkl"}}, "m", "1", [], path=Path({str(db)!r}))
         os.kill(os.getpid(), signal.SIGKILL)  # no clean shutdown, no checkpoint
@@ -142,7 +142,7 @@ def test_an_older_audit_database_gains_the_new_columns(tmp_path):
 
 
 def test_headline_notes_never_let_the_headline_contradict_the_referral():
-    from core.report import headline_notes
+    from core.clinic.report import headline_notes
 
     card = {**CARD, "class_names": {"mel": "Melanoma", "nv": "Melanocytic nevus"}}
     p = Prediction(probs={"mel": 0.32, "nv": 0.68}, malignant=0.32, melanoma=0.32, top="nv", most_probable="nv",

@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from core import config, train
-from core.bundle import read_card
+from core import config
 from core.inference import Predictor
+from core.model import train
+from core.model.bundle import read_card
 
 COMMON = ["--limit", "32", "--epochs", "1", "--batch-size", "8", "--freeze-stages", "3",
           "--bootstrap", "20", "--threads", "1"]
@@ -100,7 +101,7 @@ def test_fails_fast_when_a_class_has_no_images(tmp_path, ham_dir, caplog):
 def test_torchrun_two_processes_on_cpu(tmp_path, ham_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "core.train", *args_for(tmp_path, ham_dir, "--max-steps", "2")]
+           "-m", "core.model.train", *args_for(tmp_path, ham_dir, "--max-steps", "2")]
     done = subprocess.run(cmd, cwd=config.REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     card = read_card(tmp_path / "bundle")

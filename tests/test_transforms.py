@@ -1,6 +1,6 @@
 import torch
 
-from core.transforms import eval_transform, train_transform
+from core.data.transforms import eval_transform, train_transform
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -44,7 +44,7 @@ def test_a_square_upload_is_padded_not_stretched():
 
 
 def test_content_box_inverts_the_padding():
-    from core.transforms import content_box
+    from core.data.transforms import content_box
 
     assert content_box(450, 600, (150, 200)) == (0.0, 1.0, 0.0, 1.0)  # HAM10000's own ratio: untouched
     top, bottom, left, right = content_box(224, 224, (150, 200))

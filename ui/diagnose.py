@@ -10,12 +10,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import audit, heatmap
-from core.diagnose import Case, Upload, analyse, audit_outputs, cam_map, decode, results_row
-from core.errors import InputError
-from core.inference import Predictor
-from core.metadata import UNKNOWN
-from core.report import (
+from core.clinic import audit
+from core.clinic.diagnose import Case, Upload, analyse, audit_outputs, cam_map, decode, results_row
+from core.clinic.report import (
     DISCLAIMER,
     build_report,
     class_label,
@@ -25,6 +22,10 @@ from core.report import (
     threshold_cost_lines,
     top_classes,
 )
+from core.data.metadata import UNKNOWN
+from core.errors import InputError
+from core.explain import heatmap
+from core.inference import Predictor
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from core import explain, heatmap
-from core import explain_figures as ef
+from core.clinic.imageio import load_rgb
 from core.config import CLASS_NAMES, SPLITS_DIR
+from core.data.metadata import UNKNOWN
 from core.errors import InputError
-from core.imageio import load_rgb
+from core.explain import heatmap, importance
+from core.figures import explain as ef
 from core.inference import Prediction, Predictor
-from core.metadata import UNKNOWN
-from core.models import image_features
+from core.model.networks import image_features
 from ui.explorer import datasets_under, env_root
 from ui.loaders import model_dir
 
@@ -50,7 +50,7 @@ def ham_folder() -> Path | None:
 @st.cache_data(show_spinner="Reading the dataset index...")
 def dataset_index(root: str, split_file: str) -> pd.DataFrame:
     """Validation and test images (never training images) with their metadata, for the picker."""
-    from core.data import load_ham10000
+    from core.data.datasets import load_ham10000
 
     frame, _ = load_ham10000(root)
     split = pd.read_csv(split_file) if Path(split_file).is_file() else None
@@ -65,7 +65,7 @@ def dataset_index(root: str, split_file: str) -> pd.DataFrame:
 @st.cache_data(show_spinner=False)
 def get_explanations(bundle_dir: str, mtime: float) -> dict[str, Any] | None:
     """The bundle's explanations.json (`mtime` keys the cache, so a recomputed file is re-read)."""
-    return explain.read_explanations(bundle_dir)
+    return importance.read_explanations(bundle_dir)
 
 
 def _stored(predictor: Predictor) -> dict[str, Any] | None:
@@ -73,7 +73,7 @@ def _stored(predictor: Predictor) -> dict[str, Any] | None:
     recomputed = st.session_state.get("explain_recomputed")
     if recomputed and recomputed[0] == predictor.card["sha256"]:
         return recomputed[1]
-    path = model_dir() / explain.EXPLANATIONS_FILE
+    path = model_dir() / importance.EXPLANATIONS_FILE
     try:
         return get_explanations(str(model_dir()), path.stat().st_mtime if path.is_file() else 0.0)
     except InputError as exc:  # e.g. stored for weights since retrained: the rest of the page still works
@@ -85,7 +85,7 @@ def _recompute(predictor: Predictor, folder: Path) -> dict[str, Any] | None:
     """Permutation importance and metadata SHAP on the validation split, with a labelled progress bar."""
     bar = st.progress(0.0, text="Reading the dataset...")
     try:
-        result = explain.explain_split(predictor.model, predictor.card, folder, SPLIT_FILE, "val",
+        result = importance.explain_split(predictor.model, predictor.card, folder, SPLIT_FILE, "val",
                                        progress=lambda f, what: bar.progress(f, text=f"{what.capitalize()}: {f:.0%}"))
     except InputError as exc:
         st.error(str(exc))
@@ -101,7 +101,7 @@ def global_section(predictor: Predictor) -> None:
     st.header("Across the validation split")
     stored, folder = _stored(predictor), ham_folder()
     if stored is None:
-        st.info("No stored explanations for this model. Run `make explain` (python -m core.explain) to store them "
+        st.info("No stored explanations for this model. Run `make explain` (python -m core.explain.importance) to store them "
                 "with the bundle" + (", or compute them here." if folder else "."))
     if folder is not None and st.button("Recompute from the dataset (several minutes)", key="explain_recompute"):
         stored = _recompute(predictor, folder) or stored
@@ -254,9 +254,9 @@ def waterfall_section(predictor: Predictor, case: Case) -> None:
     """What each entered field added to this case's estimate (exact Shapley values)."""
     st.subheader("What the metadata added (SHAP waterfall)")
     feats = _features(predictor, *case.key[:2], case.image)
-    game = explain.MetadataGame(predictor.model, predictor.encoder, predictor.calibration)
-    shap_case = explain.case_metadata_shap(game, feats, case.age, case.sex, case.site, predictor.classes)
-    groups, names = explain.output_groups(predictor.card), class_names(predictor)
+    game = importance.MetadataGame(predictor.model, predictor.encoder, predictor.calibration)
+    shap_case = importance.case_metadata_shap(game, feats, case.age, case.sex, case.site, predictor.classes)
+    groups, names = importance.output_groups(predictor.card), class_names(predictor)
     output = st.selectbox("Output", list(groups), key="explain_case_output",
                           format_func=lambda o: ef.output_name(o, names))
     values, base = shap_case.for_output(groups[output])
@@ -280,7 +280,7 @@ def image_shap_section(predictor: Predictor, case: Case, started: float) -> None
     if saved and saved[0] == shap_key:
         result, names = saved[1], class_names(predictor)
         input_spec, classes = predictor.card["input"], predictor.classes
-        pixels = explain.model_pixels(case.image, input_spec["mean"], input_spec["std"])
+        pixels = importance.model_pixels(case.image, input_spec["mean"], input_spec["std"])
         titles = [f"{names.get(classes[i], classes[i])} ({case.prediction.probs[classes[i]]:.0%})" for i in result.classes]
         st.plotly_chart(ef.image_shap_figure(pixels, result.maps, titles), key="explain_shap_image")
         st.caption(result.summary(budget))
@@ -292,7 +292,7 @@ def _run_image_shap(predictor: Predictor, case: Case, top_k: int, budget: int, s
     ranked = sorted(case.prediction.probs, key=case.prediction.probs.get, reverse=True)
     targets = [predictor.classes.index(c) for c in ranked[:top_k]]
     try:
-        result = explain.image_shap(predictor.model, case.image, case.meta, targets, predictor.calibration, samples,
+        result = importance.image_shap(predictor.model, case.image, case.meta, targets, predictor.calibration, samples,
                                     float(budget), start=started,
                                     progress=lambda f: bar.progress(f, text=f"SHAP: {f:.0%} of the samples or budget"))
         st.session_state["explain_shap"] = (shap_key, result)
@@ -313,7 +313,7 @@ def cam_section(predictor: Predictor, case: Case) -> None:
     cam_key = (*case.key, tuple(methods), target)
     if st.button("Compute CAMs and their faithfulness", key="explain_cam_run", disabled=not methods):
         with st.spinner("Computing CAMs and the ROAD faithfulness scores..."):
-            cams, table = explain.cam_faithfulness(predictor.model, case.image, case.meta,
+            cams, table = importance.cam_faithfulness(predictor.model, case.image, case.meta,
                                                    predictor.classes.index(target), methods)
         st.session_state["explain_cam"] = (cam_key, cams, table)
     saved = st.session_state.get("explain_cam")

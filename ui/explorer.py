@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import eda
-from core.data import find_datasets, load_ham10000, load_metadata_csv
-from core.dataset_stats import STATS_FILE, DatasetStats, colour_indices, image_histograms, read_stats
+from core.data.datasets import find_datasets, load_ham10000, load_metadata_csv
+from core.eda import tables as eda
+from core.eda.dataset_stats import STATS_FILE, DatasetStats, colour_indices, image_histograms, read_stats
 from core.errors import InputError
 
 #: Environment variable naming the data folder (CI and developers: ../shared/data).
@@ -34,7 +34,7 @@ FILTER_KEYS = ("explorer_sex", "explorer_age", "explorer_site", "explorer_dx")
 HOW_TO_GET_DATA = (
     f"To explore the full dataset, set the environment variable `{DATA_ENV}` to a folder holding HAM10000 "
     "(its metadata CSV and images) or the ISIC 2020 train.csv, and restart the app; or type a path or upload a "
-    "metadata CSV in the sidebar. With internet access, `python -m core.download --dest ~/data/ham10000` "
+    "metadata CSV in the sidebar. With internet access, `python -m core.data.download --dest ~/data/ham10000` "
     "fetches HAM10000 from the Harvard Dataverse (CC BY-NC 4.0)."
 )
 
@@ -107,7 +107,7 @@ def stats_path() -> Path:
 def load_stored() -> Source:
     path = stats_path()
     if not path.is_file():
-        raise InputError(f"No stored dataset statistics at {path} (run `python -m core.dataset_stats` to write them).")
+        raise InputError(f"No stored dataset statistics at {path} (run `python -m core.eda.dataset_stats` to write them).")
     stats = _load_stored(str(path), _mtime(path))
     label = f"{stats.meta.get('source', 'stored statistics')}: {stats.meta.get('rows_used', '')}"
     return Source(label=label, layout=stats.meta.get("layout", "ham10000"), cube=stats.cube, stats=stats,

@@ -1,19 +1,20 @@
 """Dataset explorer sections: the charts, the data-quality panel, the image and transformation galleries.
 
 Each function draws one section of pages/2_Dataset_Explorer.py from a loaded `Source` and the
-sidebar filters; the numbers and figures come from `core.eda`, `core.gallery` and
-`core.dataset_stats`.
+sidebar filters; the numbers come from `core.eda.tables`, `core.eda.gallery` and
+`core.eda.dataset_stats`, the figures from `core.figures.eda`.
 """
 from __future__ import annotations
 
 import streamlit as st
 
-from core import eda
 from core.config import IMAGENET_MEAN, IMAGENET_STD
-from core.data import read_rgb
-from core.dataset_stats import COLOUR_MAX_SIDE, MAX_COLOUR_IMAGES
+from core.data.datasets import read_rgb
+from core.eda import tables as eda
+from core.eda.dataset_stats import COLOUR_MAX_SIDE, MAX_COLOUR_IMAGES
+from core.eda.gallery import augmentation_preview, paper_gallery
 from core.errors import InputError
-from core.gallery import augmentation_preview, paper_gallery
+from core.figures import eda as eda_figures
 from ui.explorer import Source, image_colour, unreadable_images
 
 NO_IMAGES = "These need the images; this source has metadata only ({why})."
@@ -41,27 +42,27 @@ def charts(source: Source, filters: eda.Filters) -> None:
         return
     left, right = st.columns(2)
     with left:
-        _chart(eda.fig_classes(eda.class_table(cube)), eda.CAPTIONS["classes"])
-        _chart(eda.fig_malignancy_by_sex(eda.malignancy_by_sex_table(cube)), eda.CAPTIONS["malignancy_by_sex"])
+        _chart(eda_figures.fig_classes(eda.class_table(cube)), eda.CAPTIONS["classes"])
+        _chart(eda_figures.fig_malignancy_by_sex(eda.malignancy_by_sex_table(cube)), eda.CAPTIONS["malignancy_by_sex"])
     with right:
-        _chart(eda.fig_sex(eda.sex_table(cube)), eda.CAPTIONS["sex"])
-        _chart(eda.fig_sites(eda.site_table(cube)), eda.CAPTIONS["sites"])
+        _chart(eda_figures.fig_sex(eda.sex_table(cube)), eda.CAPTIONS["sex"])
+        _chart(eda_figures.fig_sites(eda.site_table(cube)), eda.CAPTIONS["sites"])
     targets = ["melanoma"] if source.layout == "isic2020" else ["melanoma", "malignant"]
     target = st.radio("Count by site and sex", targets, horizontal=True, key="explorer_site_target")
-    _chart(eda.fig_site_sex(eda.site_sex_table(cube, target), target), eda.CAPTIONS["site_sex"].format(target=target))
+    _chart(eda_figures.fig_site_sex(eda.site_sex_table(cube, target), target), eda.CAPTIONS["site_sex"].format(target=target))
     left, right = st.columns(2)
     with left:
-        _chart(eda.fig_age(eda.age_table(cube)), eda.CAPTIONS["age"])
-        _chart(eda.fig_age(eda.age_table(cube, "sex"), "sex"), eda.CAPTIONS["age_by_sex"])
+        _chart(eda_figures.fig_age(eda.age_table(cube)), eda.CAPTIONS["age"])
+        _chart(eda_figures.fig_age(eda.age_table(cube, "sex"), "sex"), eda.CAPTIONS["age_by_sex"])
     with right:
-        _chart(eda.fig_age(eda.age_table(cube, "group"), "group", percent=True), eda.CAPTIONS["age_by_group"])
+        _chart(eda_figures.fig_age(eda.age_table(cube, "group"), "group", percent=True), eda.CAPTIONS["age_by_group"])
         _colour_chart(source, frame, filters)
     left, right = st.columns(2)
     with left:
         what = "ISIC 2020 diagnosis" if source.layout == "isic2020" else "confirmation type"
         caption = eda.CAPTIONS["dx_type"] if source.layout != "isic2020" else (
             "The recorded diagnosis within each class (ISIC 2020 keeps it in place of a confirmation type).")
-        _chart(eda.fig_dx_type(eda.dx_type_table(cube)).update_layout(legend_title_text=what), caption)
+        _chart(eda_figures.fig_dx_type(eda.dx_type_table(cube)).update_layout(legend_title_text=what), caption)
     with right:
         _lesion_chart(source, frame)
 
@@ -84,7 +85,7 @@ def _colour_chart(source: Source, frame, filters: eda.Filters) -> None:
         return
     counts = table.groupby("group")["images"].first()
     detail = ", ".join(f"{n:,} {g}" for g, n in counts.items())
-    _chart(eda.fig_colour(table), f"{eda.CAPTIONS['colour']} Over {detail} images "
+    _chart(eda_figures.fig_colour(table), f"{eda.CAPTIONS['colour']} Over {detail} images "
            f"(all images up to {MAX_COLOUR_IMAGES:,}, else a seeded sample; decoded at most {COLOUR_MAX_SIDE} px)."
            f"{note}")
 
@@ -95,7 +96,7 @@ def _lesion_chart(source: Source, frame) -> None:
     else:
         per_lesion, note = source.stats.per_lesion, " (stored statistics: filters do not apply)"
     summary = eda.lesion_summary(per_lesion)
-    fig = eda.fig_lesions(per_lesion).update_layout(xaxis_title=f"images of the same {source.group_word[:-1]}",
+    fig = eda_figures.fig_lesions(per_lesion).update_layout(xaxis_title=f"images of the same {source.group_word[:-1]}",
                                                     yaxis_title=source.group_word)
     share = 100.0 * summary["images_in_multi_image_lesions"] / max(summary["images"], 1)
     _chart(fig, f"{summary['multi_image_lesions']:,} of {summary['lesions']:,} {source.group_word} have more than "
@@ -188,7 +189,7 @@ def transformations(source: Source, filters: eda.Filters) -> None:
     size, mean, std, origin = _input_spec(image.shape)
     seed = st.number_input("Random draw", min_value=0, value=0, step=1, key="explorer_aug_seed")
     draws = augmentation_preview(image, 6, size, mean, std, seed=int(seed))
-    st.caption(f"Six random draws of core.transforms.train_transform at {size[0]}x{size[1]} (size from {origin}): "
+    st.caption(f"Six random draws of core.data.transforms.train_transform at {size[0]}x{size[1]} (size from {origin}): "
                "flips, affine shift/scale/rotate, random resized crop, colour jitter, blur, greyscale.")
     for col, draw in zip(st.columns(3) + st.columns(3), draws):
         col.image(draw)

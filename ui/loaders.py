@@ -8,10 +8,10 @@ from typing import TypeVar
 
 import streamlit as st
 
-from core.bundle import read_card
 from core.config import DEFAULT_MODEL, WEIGHTS_DIR
 from core.errors import InputError
 from core.inference import Predictor
+from core.model.bundle import read_card
 
 #: Environment variable naming the bundle folder the app serves (default weights/fusion-lite0).
 MODEL_ENV = "DERMO_MODEL_DIR"

@@ -12,11 +12,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import performance_figures as pf
+from core.clinic.report import calibration_text, threshold_cost_lines
 from core.config import REPO_ROOT
 from core.errors import InputError
-from core.evaluate import difference_verdict
-from core.report import calibration_text, threshold_cost_lines
+from core.figures import performance as pf
+from core.model.evaluate import difference_verdict
 
 #: Environment variable naming the comparison study's results file.
 COMPARISON_ENV = "DERMO_COMPARISON"

@@ -18,16 +18,23 @@ from typing import Any
 
 import streamlit as st
 
-from core import performance_figures as pf
-from core import validate
-from core import validate_report as vr
+from core.data.metadata import MetadataEncoder
 from core.errors import InputError
+from core.figures import performance as pf
 from core.inference import Predictor
-from core.label_maps import load_user_map
-from core.metadata import MetadataEncoder
-from core.validate_input import (
-    ROLES, ValidationSet, extract_zip, list_csvs, list_folders, load_set, read_labels, resolve_under,
+from core.validation import report as vr
+from core.validation import validate
+from core.validation.inputs import (
+    ROLES,
+    ValidationSet,
+    extract_zip,
+    list_csvs,
+    list_folders,
+    load_set,
+    read_labels,
+    resolve_under,
 )
+from core.validation.label_maps import load_user_map
 
 #: Environment variable naming the data root: the only folder the page may read sets from.
 DATA_ENV = "DERMO_DATA_DIR"
@@ -218,6 +225,6 @@ def results(report: dict[str, Any], csv: bytes, pdf: bytes) -> None:
     b.download_button("Summary (PDF)", pdf, "validation_summary.pdf", "application/pdf", key="validate_download_pdf")
     c.download_button("All figures (JSON)", json.dumps(validate.clean_json(report), indent=1), "validation.json",
                       "application/json", key="validate_download_json")
-    st.caption("To refit the temperature and referral thresholds on a set like this one, run `python -m core.validate "
+    st.caption("To refit the temperature and referral thresholds on a set like this one, run `python -m core.validation.validate "
                "--images DIR --labels CSV --refit-out NEW_FOLDER`: it writes a copy of the bundle whose card says where "
                "they came from; the served model is never changed.")

@@ -1,0 +1,1 @@
+"""Data: loading and cleaning, lesion-grouped splits, the metadata encoder, image transforms, download."""

@@ -1,0 +1,1 @@
+"""The training data explored: the Dataset explorer's tables, the stored dataset statistics, the gallery."""

@@ -1,0 +1,1 @@
+"""The model: backbones and the fusion network, the bundle on disk, training, calibration, evaluation."""
