@@ -10,7 +10,9 @@ from core.model.bundle import read_card
 
 ROWS = {"fusion-lite0 (metadata given)": ("fusion-lite0", "all_inputs"),
         "fusion-lite0 (all metadata withheld)": ("fusion-lite0", "metadata_withheld"),
-        "image-lite0": ("image-lite0", "all_inputs")}
+        "fusion-lite0 (square centre crops, metadata given)": ("fusion-lite0", "centre_crop"),
+        "image-lite0 (same recipe, no metadata)": ("image-lite0", "all_inputs"),
+        "image-lite0 (square centre crops)": ("image-lite0", "centre_crop")}
 
 
 def readme_rows() -> dict[str, list[str]]:
@@ -19,9 +21,8 @@ def readme_rows() -> dict[str, list[str]]:
     rows = {}
     for line in (line for line in section.splitlines() if line.startswith("|")):
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        for label in ROWS:
-            if cells[0].startswith(label) and (label != "image-lite0" or cells[0].startswith("image-lite0 (")):
-                rows[label] = cells[1:]
+        if cells[0] in ROWS:
+            rows[cells[0]] = cells[1:]
     return rows
 
 
