@@ -1,9 +1,11 @@
 """The app's entry point (`streamlit run app.py`): one menu, built with st.navigation, Home first.
 
-Every page is a script in pages/ listed here with its title and a material icon (rendered from
-Streamlit's own icon font, so no emoji font is needed). Because st.navigation is called, Streamlit
-does not also build its automatic menu from pages/: a deep link to any page shows this menu alone.
-The URL paths are the ones the automatic menu used, so old links keep working.
+Every page is a script in app_pages/, listed here with its title and a material icon (drawn from
+Streamlit's own icon font, so no emoji font is needed). The folder is deliberately not called
+pages/: while a pages/ folder sits beside the entry point, a fresh server answers a deep link
+(/Diagnose) the old way, running the page script alone under Streamlit's automatic menu (with the
+home page listed as "app") instead of this one. The URL paths are the ones that menu used, so old
+links keep working.
 """
 from __future__ import annotations
 
@@ -11,12 +13,12 @@ import streamlit as st
 
 st.set_page_config(page_icon=":material/biotech:", layout="wide")
 st.navigation([
-    st.Page("pages/0_Home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/1_Diagnose.py", title="Diagnose", icon=":material/stethoscope:", url_path="Diagnose"),
-    st.Page("pages/2_Dataset_Explorer.py", title="Dataset explorer", icon=":material/bar_chart:",
+    st.Page("app_pages/0_Home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("app_pages/1_Diagnose.py", title="Diagnose", icon=":material/stethoscope:", url_path="Diagnose"),
+    st.Page("app_pages/2_Dataset_Explorer.py", title="Dataset explorer", icon=":material/bar_chart:",
             url_path="Dataset_Explorer"),
-    st.Page("pages/3_Explanations.py", title="Explanations", icon=":material/lightbulb:", url_path="Explanations"),
-    st.Page("pages/4_Model_Performance.py", title="Model performance", icon=":material/monitoring:",
+    st.Page("app_pages/3_Explanations.py", title="Explanations", icon=":material/lightbulb:", url_path="Explanations"),
+    st.Page("app_pages/4_Model_Performance.py", title="Model performance", icon=":material/monitoring:",
             url_path="Model_Performance"),
-    st.Page("pages/5_Validate.py", title="Validate", icon=":material/fact_check:", url_path="Validate"),
+    st.Page("app_pages/5_Validate.py", title="Validate", icon=":material/fact_check:", url_path="Validate"),
 ]).run()

@@ -25,7 +25,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from ui.explorer import DATA_ENV  # noqa: E402
 
-PAGE = str(REPO / "pages" / "2_Dataset_Explorer.py")
+PAGE = str(REPO / "app_pages" / "2_Dataset_Explorer.py")
 
 
 def timed(action: Callable[[], object]) -> tuple[float, float]:

@@ -1,4 +1,4 @@
-"""AppTest of pages/2_Dataset_Explorer.py: shared HAM10000, ISIC 2020, no data, broken CSVs, uploads."""
+"""AppTest of app_pages/2_Dataset_Explorer.py: shared HAM10000, ISIC 2020, no data, broken CSVs, uploads."""
 from __future__ import annotations
 
 import json
@@ -18,7 +18,7 @@ from core.eda.dataset_stats import STATS_FILE
 from ui.explorer import DATA_ENV
 from ui.loaders import MODEL_ENV
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "2_Dataset_Explorer.py")
+PAGE = str(Path(__file__).resolve().parent.parent / "app_pages" / "2_Dataset_Explorer.py")
 TIMEOUT = 180  # the first HAM10000 run computes colour statistics of 10,015 images
 
 

@@ -1,4 +1,4 @@
-"""The home page (pages/0_Home.py, the first entry of app.py's st.navigation menu) with the committed default bundle."""
+"""The home page (app_pages/0_Home.py, the first entry of app.py's st.navigation menu) with the committed default bundle."""
 from __future__ import annotations
 
 from pathlib import Path

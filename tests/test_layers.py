@@ -22,4 +22,4 @@ def test_core_is_grouped_into_subpackages():
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: p.relative_to(CORE).as_posix())
 def test_core_never_imports_streamlit_or_ui(path: Path):
-    assert not imported_roots(path) & {"streamlit", "ui", "pages"}
+    assert not imported_roots(path) & {"streamlit", "ui", "app_pages"}

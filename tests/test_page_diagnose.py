@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from core.clinic import audit
 from tests.test_quality import lesion_like, make_dicom
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "1_Diagnose.py")
+PAGE = str(Path(__file__).resolve().parent.parent / "app_pages" / "1_Diagnose.py")
 TIMEOUT = 180  # the first run imports torch and loads the model
 
 

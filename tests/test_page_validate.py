@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.test_quality import lesion_like
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "5_Validate.py")
+PAGE = str(Path(__file__).resolve().parent.parent / "app_pages" / "5_Validate.py")
 TIMEOUT = 180  # the first run imports torch
 LABELS = ["Melanoma", "Common Nevus", "Atypical Nevus", "Melanoma", "Seborrheic keratosis", "nv", "Melanoma", "bcc"]
 

@@ -23,7 +23,7 @@ from core.explain.importance import EXPLANATIONS_FILE, compute_global
 from core.model.bundle import load_bundle, write_card
 from core.model.evaluate import eval_dataset, evaluate_model
 
-PAGES = Path(__file__).resolve().parent.parent / "pages"
+PAGES = Path(__file__).resolve().parent.parent / "app_pages"
 PERF, EXPLAIN = str(PAGES / "4_Model_Performance.py"), str(PAGES / "3_Explanations.py")
 
 

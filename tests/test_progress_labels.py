@@ -3,7 +3,7 @@
 Streamlit drops a bar's text on any update that passes none, so a bar created with a label and
 then updated with `bar.progress(f)` shows unlabelled (the explorer's colour statistics did, for
 about 14 s on a cold load). This reads the app's source: every `.progress(...)` call in app.py,
-pages/ and ui/ must pass `text=`.
+app_pages/ and ui/ must pass `text=`.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py")), *sorted((ROOT / "ui").glob("*.py"))]
+SOURCES = [ROOT / "app.py", *sorted((ROOT / "app_pages").glob("*.py")), *sorted((ROOT / "ui").glob("*.py"))]
 
 
 def unlabelled_progress_calls(path: Path) -> list[int]:

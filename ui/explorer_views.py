@@ -1,6 +1,6 @@
 """Dataset explorer sections: the charts, the data-quality panel, the image and transformation galleries.
 
-Each function draws one section of pages/2_Dataset_Explorer.py from a loaded `Source` and the
+Each function draws one section of app_pages/2_Dataset_Explorer.py from a loaded `Source` and the
 sidebar filters; the numbers come from `core.eda.tables`, `core.eda.gallery` and
 `core.eda.dataset_stats`, the figures from `core.figures.eda`.
 """
