@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,13 @@ def test_core_is_grouped_into_subpackages():
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: p.relative_to(CORE).as_posix())
 def test_core_never_imports_streamlit_or_ui(path: Path):
     assert not imported_roots(path) & {"streamlit", "ui", "app_pages"}
+
+
+COMMANDS = {"train": "model.train", "evaluate": "model.evaluate", "calibrate": "model.calibrate",
+            "validate": "validation.validate", "download": "data.download", "dataset_stats": "eda.dataset_stats"}
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_documented_command_names_run_their_subpackage_main(name: str):
+    """`python -m core.<name>` (the names documented before the subpackages) still runs the command."""
+    assert importlib.import_module(f"core.{name}").main is importlib.import_module(f"core.{COMMANDS[name]}").main
