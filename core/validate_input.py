@@ -27,6 +27,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from core.data_root import resolve_under
 from core.errors import InputError
 from core.label_maps import LabelMap, ValueMap, normalise
 from core.metadata import AGE_MAX, AGE_MIN, UNKNOWN, MetadataEncoder, _is_missing
@@ -57,18 +58,6 @@ ROLES = ("id", "label", "age", "sex", "site", "group")
 
 
 # -- paths -----------------------------------------------------------------------------------
-def resolve_under(root: Path | str, path: Path | str) -> Path:
-    """`path` (relative to `root`, or absolute) resolved, if it lies inside `root`; else InputError.
-
-    Symlinks and `..` are resolved first, so neither can lead outside the root.
-    """
-    base = Path(root).expanduser().resolve()
-    target = (base / Path(path).expanduser()).resolve()
-    if target != base and base not in target.parents:
-        raise InputError(f"{path} is outside the data folder {base}: only folders inside it can be read.")
-    return target
-
-
 def list_folders(root: Path | str, max_depth: int = 3, limit: int = 500) -> list[str]:
     """Folders under `root` (relative, '.' first), not following symlinks, hidden folders skipped."""
     base = Path(root).resolve()

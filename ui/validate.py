@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -21,16 +20,15 @@ import streamlit as st
 from core import performance_figures as pf
 from core import validate
 from core import validate_report as vr
+from core.data_root import DATA_ENV, data_root, resolve_under
 from core.errors import InputError
 from core.inference import Predictor
 from core.label_maps import load_user_map
 from core.metadata import MetadataEncoder
 from core.validate_input import (
-    ROLES, ValidationSet, extract_zip, list_csvs, list_folders, load_set, read_labels, resolve_under,
+    ROLES, ValidationSet, extract_zip, list_csvs, list_folders, load_set, read_labels,
 )
 
-#: Environment variable naming the data root: the only folder the page may read sets from.
-DATA_ENV = "DERMO_DATA_DIR"
 ZIP_SOURCE, FOLDER_SOURCE = "Upload a ZIP (images + one CSV)", "A folder in the data folder"
 DETECT, NONE = "(detect)", "(none)"
 HOW_TO = (
@@ -47,12 +45,6 @@ class Source:
     labels: Path
     root: Path
     label: str
-
-
-def data_root() -> Path | None:
-    value = os.environ.get(DATA_ENV, "").strip()
-    path = Path(value).expanduser() if value else None
-    return path if path is not None and path.is_dir() else None
 
 
 @st.cache_resource(max_entries=4, show_spinner="Unpacking the ZIP...")
