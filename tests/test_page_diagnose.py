@@ -13,7 +13,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core import audit
-from tests.test_quality import lesion_like, make_dicom
+from tests.test_quality import make_dicom
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "1_Diagnose.py")
 TIMEOUT = 180  # the first run imports torch and loads the model
@@ -50,17 +50,6 @@ def image_bytes(img: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
     out = io.BytesIO()
     img.save(out, fmt, **kwargs)
     return out.getvalue()
-
-
-@pytest.fixture(scope="module")
-def lesion_jpeg() -> bytes:
-    """A real HAM10000 image where ../shared/data is present, else a synthetic lesion."""
-    from tests.conftest import HAM_DIR
-
-    real = HAM_DIR / "images" / "ISIC_0024306.jpg"
-    if real.is_file():
-        return real.read_bytes()
-    return image_bytes(Image.fromarray(lesion_like(np.random.default_rng(0))), "JPEG", quality=95)
 
 
 def upload(at: AppTest, *files: tuple[str, bytes]) -> AppTest:

@@ -174,10 +174,11 @@ def record(predictor: Predictor, file_id: str, case: Case, withheld: bool) -> No
                     str(predictor.card.get("version", "?")), case.quality.flags, case_id=name, withheld=withheld,
                     session_id=audit_log.session_id())
         audited.add(name)
-    except Exception as exc:  # the clinician still sees the output; the failure is logged loudly
+    except audit.AuditError as exc:  # the clinician still sees the output; core.audit logged the cause
+        audit_log.not_logged(name, str(exc))
+    except Exception:  # never a traceback on the page, and never a hidden result
         log.exception("audit write failed")
-        audit_log.not_logged(name, str(exc) if isinstance(exc, audit.AuditError)
-                             else "an unexpected error (the server log has the details)")
+        audit_log.not_logged(name, "an unexpected error (the server log has the details)")
 
 
 # -- several images -------------------------------------------------------------------------
