@@ -311,3 +311,13 @@ def test_one_audit_row_per_analysis_and_the_page_names_its_case_id(page, lesion_
     base = rows["case_id"].iloc[-1].split("/")[0]
     assert list(rows["case_id"]) == [f"{base}/{v}" for v in (4, 3, 2, 1)]  # newest first
     assert any(f"Case {base}/4:" in h.value for h in at.subheader)
+
+
+def test_a_large_batch_is_bounded(page, lesion_jpeg, tmp_path):
+    """Each decoded image is kept for the session: at most MAX_FILES are analysed at a time, with a message."""
+    from ui.diagnose import MAX_FILES
+
+    at = upload(page, *[(f"lesion{i:02d}.jpg", lesion_jpeg) for i in range(MAX_FILES + 1)])
+    assert not at.exception
+    assert any(f"only the first {MAX_FILES} are analysed" in w.value for w in at.warning)
+    assert len(at.dataframe[0].value) == MAX_FILES and audit.count(tmp_path / "audit.sqlite3") == MAX_FILES

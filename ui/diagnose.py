@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "dcm", "dicom"]
 TYPES_TEXT = "JPEG, PNG or DICOM (.jpg, .jpeg, .png, .dcm, .dicom)"
 SEX_OPTIONS = [UNKNOWN, "female", "male"]
+#: Images analysed per batch: each decoded image is kept for the session, so a batch is bounded.
+MAX_FILES = 20
 _STATE = "diagnose_state"  # session-scoped caches: decoded uploads, analyses, CAMs, audited keys
 
 
@@ -55,8 +57,13 @@ def uploads(predictor: Predictor) -> list[tuple[str, Upload]]:
         type=UPLOAD_TYPES,
         accept_multiple_files=True,
         key="diagnose_upload",
-        help=f"Up to {upload_limit_mb()} MB per file. Several images give a results table.",
+        help=f"Up to {upload_limit_mb()} MB per file and {MAX_FILES} files at a time. Several images give a results "
+             "table.",
     ) or []
+    if len(files) > MAX_FILES:
+        st.warning(f"{len(files)} files were uploaded; only the first {MAX_FILES} are analysed at a time. Remove some "
+                   "and upload the rest as another batch.")
+        files = files[:MAX_FILES]
     cache = _state()["uploads"]
     good: list[tuple[str, Upload]] = []
     for file in files:
