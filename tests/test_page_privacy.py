@@ -5,7 +5,10 @@ analysis leaves no image file behind."""
 from __future__ import annotations
 
 import io
+import signal
 import sqlite3
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core import audit
+from core.config import REPO_ROOT
 from tests.test_page_diagnose import PAGE, TIMEOUT, image_bytes, insist, upload
 
 PASSWORD = "correct horse battery staple"
@@ -143,3 +147,23 @@ def test_an_analysis_leaves_no_image_file_behind(env, default_bundle, lesion_jpe
     assert pdf.startswith(b"%PDF")
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert set(written) <= {"audit/audit.sqlite3", "audit/audit.sqlite3-wal", "audit/audit.sqlite3-shm"}, written
+
+
+def test_the_page_serves_on_a_log_left_by_a_killed_writer(env, lesion_jpeg):
+    """A writer killed with SIGKILL mid-stream (as a crashed server would) leaves a log the page
+    opens, shows nothing of to another session, and appends to."""
+    from tests.test_audit_faults import WRITER
+
+    env.parent.mkdir()
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(env), "killed"], cwd=REPO_ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        committed = [int(writer.stdout.readline()) for _ in range(20)]
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=30)
+    before = audit.count(env)
+    assert set(committed) <= set(audit.read(env)["id"])
+    at = insist(upload(session(), ("lesion.jpg", lesion_jpeg)))
+    assert not at.exception and shown(at) and not [w for w in at.warning if "Not logged" in w.value]
+    assert len(own_table(at)) == 1 and audit.count(env) == before + 1
