@@ -44,6 +44,7 @@ MAX_LISTED = 200  # longest list of left-out items kept in a report (the counts 
 ZIP_MAX_MEMBERS = 20_000
 ZIP_MAX_BYTES = 4 * 2**30
 ZIP_MAX_RATIO = 200  # JPEG/PNG/DICOM hardly compress; a member 200x smaller than its content is a bomb
+ZIP_MAX_FILE_BYTES = 128 * 2**20  # one file read from a ZIP (in memory); a larger image is skipped and listed
 
 ID_NAMES = ("image_id", "image", "image_name", "isic_id", "file", "filename", "file_name", "image_file",
             "path", "image_path", "img", "img_id", "name", "id")
@@ -155,7 +156,7 @@ class ZipSet:
         return _indexed(Path(self.name), files, [])
 
     def read(self, path: Path | str) -> bytes:
-        """One file's bytes; InputError if it is not in the ZIP or cannot be decompressed. zipfile
+        """One file's bytes; InputError if it is not in the ZIP, too large, or cannot be decompressed. zipfile
         stops at the size the ZIP declares (which open_zip checked) and then checks the CRC, so a
         member that lies about its size is refused here."""
         relative = PurePosixPath(Path(path).as_posix()).relative_to(self.name).as_posix()
@@ -163,6 +164,10 @@ class ZipSet:
             raise InputError(f"{relative} is not in the ZIP.")
         try:
             with zipfile.ZipFile(io.BytesIO(self.data)) as archive:
+                size = archive.getinfo(self.members[relative]).file_size
+                if size > ZIP_MAX_FILE_BYTES:
+                    raise InputError(f"it is {size / 2**20:,.0f} MB, more than the {ZIP_MAX_FILE_BYTES // 2**20} MB "
+                                     "accepted for one file")
                 return archive.read(self.members[relative])
         except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError, zlib.error) as exc:
             raise InputError(f"it could not be read from the ZIP ({exc.__class__.__name__}: {exc})") from None

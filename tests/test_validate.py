@@ -264,6 +264,9 @@ def test_zip_size_limits_and_a_good_zip_read_in_memory(tmp_path, monkeypatch):
     assert archive.read("clinic.zip/set/labels.csv").startswith(b"image_id")
     with pytest.raises(InputError, match="not in the ZIP"):
         archive.read("clinic.zip/set/missing.png")
+    monkeypatch.setattr("core.validate_input.ZIP_MAX_FILE_BYTES", 999)
+    with pytest.raises(InputError, match="more than the 0 MB accepted for one file"):
+        archive.read(index.files[0])
     assert not any(tmp_path.iterdir())  # nothing was unpacked
 
 
