@@ -93,13 +93,15 @@ _FULL = "the disk holding {path} is full"
 _BUSY = f"other sessions kept {{path}} locked for more than {BUSY_TIMEOUT_S:g} seconds"
 _CANT_OPEN = "{path} cannot be opened or created (its folder is missing, is a file, or may not be written)"
 _DAMAGED = "{path} is damaged or is not an audit database"
+_DISK = "the disk holding {path} failed to write (it may be full or failing)"
 _BY_SQLITE_NAME = (("SQLITE_READONLY", _READ_ONLY), ("SQLITE_PERM", _READ_ONLY), ("SQLITE_FULL", _FULL),
                    ("SQLITE_BUSY", _BUSY), ("SQLITE_LOCKED", _BUSY), ("SQLITE_CANTOPEN", _CANT_OPEN),
-                   ("SQLITE_NOTADB", _DAMAGED), ("SQLITE_CORRUPT", _DAMAGED))
+                   ("SQLITE_NOTADB", _DAMAGED), ("SQLITE_CORRUPT", _DAMAGED), ("SQLITE_IOERR", _DISK))
 _BY_SQLITE_TEXT = (("readonly", _READ_ONLY), ("disk is full", _FULL), ("locked", _BUSY),
-                   ("unable to open", _CANT_OPEN), ("not a database", _DAMAGED), ("malformed", _DAMAGED))
+                   ("unable to open", _CANT_OPEN), ("not a database", _DAMAGED), ("malformed", _DAMAGED),
+                   ("disk i/o error", _DISK))
 _BY_ERRNO = {errno.EROFS: _READ_ONLY, errno.EACCES: _READ_ONLY, errno.EPERM: _READ_ONLY, errno.ENOSPC: _FULL,
-             errno.EDQUOT: _FULL, errno.ENOTDIR: _CANT_OPEN, errno.EEXIST: _CANT_OPEN}
+             errno.EDQUOT: _FULL, errno.ENOTDIR: _CANT_OPEN, errno.EEXIST: _CANT_OPEN, errno.EIO: _DISK}
 
 
 def describe_failure(exc: BaseException, path: Path) -> str:

@@ -175,9 +175,16 @@ def test_a_database_that_cannot_be_created_or_is_damaged_gets_a_reason(tmp_path)
 
 
 @pytest.mark.parametrize("code, words", [(errno.EROFS, "may not write"), (errno.EACCES, "may not write"),
-                                         (errno.ENOSPC, "is full"), (errno.ENOTDIR, "cannot be opened")])
+                                         (errno.ENOSPC, "is full"), (errno.ENOTDIR, "cannot be opened"),
+                                         (errno.EIO, "failed to write")])
 def test_os_errors_are_put_in_words(code, words):
     assert words in audit.describe_failure(OSError(code, os.strerror(code)), Path("/srv/audit.sqlite3"))
+
+
+@pytest.mark.parametrize("message, words", [("disk I/O error", "failed to write"), ("database is locked", "locked"),
+                                            ("database or disk is full", "is full"), ("something new", "failed (")])
+def test_sqlite_errors_without_a_code_are_put_in_words(message, words):
+    assert words in audit.describe_failure(sqlite3.OperationalError(message), Path("/srv/audit.sqlite3"))
 
 
 def test_a_session_reads_only_its_own_rows(tmp_path):
