@@ -26,7 +26,10 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -85,6 +88,29 @@ def admin_allowed(entered: str | None, configured: str | None) -> bool:
     if not configured or not entered:
         return False
     return hmac.compare_digest(entered.encode(), configured.encode())
+
+
+class AttemptLimit:
+    """At most `attempts` wrong administrator passwords per `window_s` seconds across the whole
+    server (thread-safe): a guesser gets a few tries a minute, not thousands. The price: someone
+    guessing can keep the administrator waiting, who can still read the database on the server."""
+
+    def __init__(self, attempts: int = 5, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.attempts, self.window_s, self.clock = attempts, window_s, clock
+        self._failures: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def wait_s(self) -> float:
+        """Seconds until a password may be tried again (0: now)."""
+        with self._lock:
+            now = self.clock()
+            while self._failures and now - self._failures[0] >= self.window_s:
+                self._failures.popleft()
+            return self._failures[0] + self.window_s - now if len(self._failures) >= self.attempts else 0.0
+
+    def failed(self) -> None:
+        with self._lock:
+            self._failures.append(self.clock())
 
 
 # -- failures, in words ------------------------------------------------------------------------

@@ -200,3 +200,16 @@ def test_the_administrator_password_check():
     assert not audit.admin_allowed("anything", None) and not audit.admin_allowed("", "")
     assert not audit.admin_allowed(None, "s3cret") and not audit.admin_allowed("s3cre", "s3cret")
     assert audit.admin_allowed("s3cret", "s3cret") and audit.admin_allowed("pässwört", "pässwört")
+
+
+def test_wrong_administrator_passwords_are_limited_per_window():
+    now = [0.0]
+    limit = audit.AttemptLimit(attempts=3, window_s=60, clock=lambda: now[0])
+    for t in (0, 10, 20):
+        now[0] = t
+        assert limit.wait_s() == 0
+        limit.failed()
+    now[0] = 30
+    assert limit.wait_s() == 30  # the first failure leaves the window at 60
+    now[0] = 60
+    assert limit.wait_s() == 0

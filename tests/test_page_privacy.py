@@ -167,3 +167,13 @@ def test_the_page_serves_on_a_log_left_by_a_killed_writer(env, lesion_jpeg):
     at = insist(upload(session(), ("lesion.jpg", lesion_jpeg)))
     assert not at.exception and shown(at) and not [w for w in at.warning if "Not logged" in w.value]
     assert len(own_table(at)) == 1 and audit.count(env) == before + 1
+
+
+def test_guessing_the_password_is_slowed_down(env):
+    at = session({"admin_password": PASSWORD})
+    for guess in range(5):
+        expander(at, "Administrator").text_input(key="diagnose_admin_password").input(f"guess {guess}").run()
+        assert any("not the administrator password" in e.value for e in expander(at, "Administrator").error)
+    expander(at, "Administrator").text_input(key="diagnose_admin_password").input(PASSWORD).run()
+    admin = expander(at, "Administrator")
+    assert any("Too many wrong passwords" in e.value for e in admin.error) and not admin.dataframe

@@ -8,6 +8,7 @@ variable; without either, the full log is not available on the page at all.
 """
 from __future__ import annotations
 
+import math
 import os
 import secrets
 
@@ -62,6 +63,12 @@ def own_log() -> None:
                            mime="text/csv", key="diagnose_audit_csv", on_click="ignore")
 
 
+@st.cache_resource
+def _attempt_limit() -> audit.AttemptLimit:
+    """One limit on wrong administrator passwords for the whole server."""
+    return audit.AttemptLimit()
+
+
 def full_log() -> None:
     """Every session's analyses, behind the administrator password."""
     configured = admin_password()
@@ -73,7 +80,12 @@ def full_log() -> None:
         entered = st.text_input("Administrator password", type="password", key="diagnose_admin_password")
         if not entered:
             return
+        limit = _attempt_limit()
+        if wait := limit.wait_s():
+            st.error(f"Too many wrong passwords on this server: try again in {math.ceil(wait)} seconds.")
+            return
         if not audit.admin_allowed(entered, configured):
+            limit.failed()
             st.error("That is not the administrator password.")
             return
         try:
