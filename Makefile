@@ -13,8 +13,13 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	$(PY) -m pip install --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 
+# Localhost only by default; to serve a network, put a TLS reverse proxy in front (README, "Serving on a
+# network") rather than `make run ADDRESS=0.0.0.0`.
+ADDRESS ?= 127.0.0.1
+PORT ?= 8501
+
 run: $(STAMP)
-	$(VENV)/bin/streamlit run app.py
+	$(VENV)/bin/streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ui import audit_log
 from ui import diagnose as ui
 from ui.loaders import predictor_or_stop
 
@@ -25,4 +26,5 @@ elif metadata is not None:
         file_id, case = ui.choose_case(cases)
         ui.case_view(predictor, file_id, case, override)
 ui.model_facts(predictor)
-ui.audit_log_section()
+audit_log.own_log()
+audit_log.full_log()

@@ -67,6 +67,23 @@ def default_bundle() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def lesion_jpeg() -> bytes:
+    """A real HAM10000 image where ../shared/data is present, else a synthetic lesion (JPEG bytes)."""
+    import io
+
+    from PIL import Image
+
+    from tests.test_quality import lesion_like
+
+    real = HAM_DIR / "images" / "ISIC_0024306.jpg"
+    if real.is_file():
+        return real.read_bytes()
+    out = io.BytesIO()
+    Image.fromarray(lesion_like(np.random.default_rng(0))).save(out, "JPEG", quality=95)
+    return out.getvalue()
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

@@ -176,7 +176,8 @@ def test_no_data_and_no_statistics(monkeypatch, tmp_path):
     ("image,MEL,NV,BCC\nISIC_1,1,0,0\n", "ISIC 2019 ground truth"),
     ("lesion_id,image_id,dx,dx_type,age,sex,localization\nH,I,mel,histo,old,male,back\n", "must hold numbers"),
 ])
-def test_broken_csv_by_path(tmp_path, text, message):
+def test_broken_csv_by_path(monkeypatch, tmp_path, text, message):
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
     path = tmp_path / "broken.csv"
     path.write_text(text)
     at = run()
@@ -211,8 +212,8 @@ def test_env_folder_without_datasets(monkeypatch, tmp_path):
     assert any("holds no HAM10000 folder" in e.value for e in at.error)
 
 
-def test_small_ham_folder_counts_unreadable_images(tmp_path):
-    root = tmp_path / "ham"
+def _small_ham(root: Path) -> Path:
+    """A seven-image HAM10000 folder, one image per class, I0.jpg unreadable."""
     (root / "images").mkdir(parents=True)
     rows = ["lesion_id,image_id,dx,dx_type,age,sex,localization"]
     for i, dx in enumerate(config.CLASSES):
@@ -220,6 +221,12 @@ def test_small_ham_folder_counts_unreadable_images(tmp_path):
         Image.fromarray(np.full((30, 40, 3), 20 * i, dtype=np.uint8)).save(root / "images" / f"I{i}.jpg")
     (root / "images" / "I0.jpg").write_bytes(b"broken")
     (root / "HAM10000_metadata.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_small_ham_folder_counts_unreadable_images(monkeypatch, tmp_path):
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    root = _small_ham(tmp_path / "ham")
     at = run()
     at.radio(key="explorer_source").set_value("Type a path").run()
     at.text_input(key="explorer_path").input(str(root)).run()
@@ -227,3 +234,24 @@ def test_small_ham_folder_counts_unreadable_images(tmp_path):
     assert len(at.get("plotly_chart")) == 11
     at = section(at, "Data quality")
     assert {m.label: m.value for m in at.metric}["Unreadable images"] == "1"
+
+
+def test_without_a_data_folder_no_path_can_be_typed():
+    at = run()
+    assert_clean(at)
+    assert "Type a path" not in at.radio(key="explorer_source").options
+
+
+def test_typed_paths_leading_outside_the_data_folder_are_refused(monkeypatch, tmp_path):
+    root, outside = tmp_path / "root", _small_ham(tmp_path / "elsewhere")
+    (root / "inside").mkdir(parents=True)
+    (root / "shortcut").symlink_to(outside, target_is_directory=True)
+    monkeypatch.setenv(DATA_ENV, str(root))
+    at = run()
+    at.radio(key="explorer_source").set_value("Type a path").run()
+    for typed, how in (("../elsewhere", ""), ("inside/../..", ""), (str(outside), ""), ("/etc", ""),
+                       ("shortcut", "through a symbolic link"), ("shortcut/HAM10000_metadata.csv", "symbolic link")):
+        at.text_input(key="explorer_path").input(typed).run()
+        assert_clean(at)
+        assert len(at.error) == 1 and "leads outside the data folder" in at.error[0].value and how in at.error[0].value
+        assert not at.get("plotly_chart") and not at.get("image")

@@ -13,7 +13,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core.clinic import audit
-from tests.test_quality import lesion_like, make_dicom
+from tests.test_quality import make_dicom
 
 PAGE = str(Path(__file__).resolve().parent.parent / "app_pages" / "1_Diagnose.py")
 TIMEOUT = 180  # the first run imports torch and loads the model
@@ -50,17 +50,6 @@ def image_bytes(img: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
     out = io.BytesIO()
     img.save(out, fmt, **kwargs)
     return out.getvalue()
-
-
-@pytest.fixture(scope="module")
-def lesion_jpeg() -> bytes:
-    """A real HAM10000 image where ../shared/data is present, else a synthetic lesion."""
-    from tests.conftest import HAM_DIR
-
-    real = HAM_DIR / "images" / "ISIC_0024306.jpg"
-    if real.is_file():
-        return real.read_bytes()
-    return image_bytes(Image.fromarray(lesion_like(np.random.default_rng(0))), "JPEG", quality=95)
 
 
 def upload(at: AppTest, *files: tuple[str, bytes]) -> AppTest:
@@ -322,3 +311,13 @@ def test_one_audit_row_per_analysis_and_the_page_names_its_case_id(page, lesion_
     base = rows["case_id"].iloc[-1].split("/")[0]
     assert list(rows["case_id"]) == [f"{base}/{v}" for v in (4, 3, 2, 1)]  # newest first
     assert any(f"Case {base}/4:" in h.value for h in at.subheader)
+
+
+def test_a_large_batch_is_bounded(page, lesion_jpeg, tmp_path):
+    """Each decoded image is kept for the session: at most MAX_FILES are analysed at a time, with a message."""
+    from ui.diagnose import MAX_FILES
+
+    at = upload(page, *[(f"lesion{i:02d}.jpg", lesion_jpeg) for i in range(MAX_FILES + 1)])
+    assert not at.exception
+    assert any(f"only the first {MAX_FILES} are analysed" in w.value for w in at.warning)
+    assert len(at.dataframe[0].value) == MAX_FILES and audit.count(tmp_path / "audit.sqlite3") == MAX_FILES

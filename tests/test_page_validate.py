@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -93,9 +94,12 @@ def test_a_folder_in_the_data_root_is_scored_with_every_section(page):
     assert not at.exception and not errors(at) and len(at.get("download_button")) == 3
 
 
-def test_a_zip_upload_with_a_label_map(page, tmp_path):
+def test_a_zip_upload_with_a_label_map_is_never_unpacked_to_disk(page, tmp_path, monkeypatch):
     labels = ["Klasse A", "Klasse B", "Klasse B", "Klasse A", "Klasse B", "Klasse B"]
     write_set(tmp_path / "upload" / "my set", labels, csv_name="truth.csv", label_col="befund")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # tempfile re-reads TMPDIR
     at = page
     at.file_uploader(key="validate_zip").set_value(("set.zip", zip_of(tmp_path / "upload" / "my set"), "application/zip"))
     at.run()
@@ -108,6 +112,7 @@ def test_a_zip_upload_with_a_label_map(page, tmp_path):
     assert not at.exception and not errors(at)
     per_class = frame(at, "class")
     assert per_class.loc[per_class["class"].str.endswith("(df)"), "recall"].item() == "not defined"
+    assert not any((tmp_path / "tmp").iterdir())  # scored from memory: no temporary copy of the images
 
 
 @pytest.mark.parametrize("member, message", [("../escape.csv", "escapes its folder"),

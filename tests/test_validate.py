@@ -18,6 +18,7 @@ from PIL import Image
 from core.config import REPO_ROOT, SPLITS_DIR
 from core.errors import InputError
 from core.inference import Predictor
+from core.data.root import resolve_under
 from core.model.bundle import read_card
 from core.model.evaluate import compute_metrics
 from core.validation import validate
@@ -25,12 +26,11 @@ from core.validation.inputs import (
     Columns,
     build_set,
     detect_columns,
-    extract_zip,
     index_images,
     list_folders,
     load_set,
+    open_zip,
     read_labels,
-    resolve_under,
 )
 from core.validation.label_maps import LabelMap, ValueMap, load_user_map, normalise
 from core.validation.report import comparison_rows, pdf_summary, problems_lines, text_table
@@ -249,23 +249,42 @@ def _zip(members: dict[str, bytes], symlinks: tuple[str, ...] = ()) -> bytes:
     ({"a.csv": b"x"}, ("link.png",), "symbolic link"),
     ({"bomb.png": b"\0" * 5_000_000}, (), "ZIP bomb"),
 ])
-def test_dangerous_zips_are_refused_before_anything_is_written(tmp_path, members, symlinks, message):
+def test_dangerous_zips_are_refused(members, symlinks, message):
     with pytest.raises(InputError, match=message):
-        extract_zip(_zip(members, symlinks), tmp_path / "out")
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
-    assert not (tmp_path / "evil.csv").exists()
+        open_zip(_zip(members, symlinks))
 
 
-def test_zip_size_limits_and_a_good_zip(tmp_path):
-    data = _zip({"set/a.png": b"p" * 1000, "set/labels.csv": b"image_id,dx\na,mel\n", "__MACOSX/._a.png": b"junk"})
+def test_zip_size_limits_and_a_good_zip_read_in_memory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = _zip({"set/a.png": b"p" * 1000, "set/labels.csv": b"image_id,dx\na,mel\n", "__MACOSX/._a.png": b"junk",
+                 "set/.hidden/b.png": b"q"})
     with pytest.raises(InputError, match="would unpack to"):
-        extract_zip(data, tmp_path / "small", max_bytes=500)
+        open_zip(data, max_bytes=500)
     with pytest.raises(InputError, match="entries"):
-        extract_zip(data, tmp_path / "few", max_members=2)
+        open_zip(data, max_members=2)
     with pytest.raises(InputError, match="not a readable ZIP"):
-        extract_zip(b"PK not really", tmp_path / "bad")
-    out = extract_zip(data, tmp_path / "ok")
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["set/a.png", "set/labels.csv"]
+        open_zip(b"PK not really")
+    archive = open_zip(data, "clinic.zip")
+    assert archive.csvs() == ["set/labels.csv"] and "data" not in repr(archive)
+    index = archive.index()
+    assert [index.relative(i) for i in range(len(index.files))] == ["set/a.png"] and index.lookup("a") == [0]
+    assert archive.read(index.files[0]) == b"p" * 1000
+    assert archive.read("clinic.zip/set/labels.csv").startswith(b"image_id")
+    with pytest.raises(InputError, match="not in the ZIP"):
+        archive.read("clinic.zip/set/missing.png")
+    monkeypatch.setattr("core.validation.inputs.ZIP_MAX_FILE_BYTES", 999)
+    with pytest.raises(InputError, match="more than the 0 MB accepted for one file"):
+        archive.read(index.files[0])
+    assert not any(tmp_path.iterdir())  # nothing was unpacked
+
+
+def test_a_zip_member_larger_than_declared_is_refused_when_read():
+    data = bytearray(_zip({"set/a.png": b"p" * 1000}))
+    header = data.index(b"PK\x01\x02")  # the central directory's entry declares the size open_zip trusts
+    data[header + 24:header + 28] = (10).to_bytes(4, "little")
+    archive = open_zip(bytes(data))
+    with pytest.raises(InputError, match="could not be read from the ZIP .*CRC"):
+        archive.read(archive.index().files[0])
 
 
 # -- metrics on sets with only some classes ----------------------------------------------------

@@ -26,12 +26,15 @@ from core.data.metadata import UNKNOWN
 from core.errors import InputError
 from core.explain import heatmap
 from core.inference import Predictor
+from ui import audit_log
 
 log = logging.getLogger(__name__)
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "dcm", "dicom"]
 TYPES_TEXT = "JPEG, PNG or DICOM (.jpg, .jpeg, .png, .dcm, .dicom)"
 SEX_OPTIONS = [UNKNOWN, "female", "male"]
+#: Images analysed per batch: each decoded image is kept for the session, so a batch is bounded.
+MAX_FILES = 20
 _STATE = "diagnose_state"  # session-scoped caches: decoded uploads, analyses, CAMs, audited keys
 
 
@@ -55,8 +58,13 @@ def uploads(predictor: Predictor) -> list[tuple[str, Upload]]:
         type=UPLOAD_TYPES,
         accept_multiple_files=True,
         key="diagnose_upload",
-        help=f"Up to {upload_limit_mb()} MB per file. Several images give a results table.",
+        help=f"Up to {upload_limit_mb()} MB per file and {MAX_FILES} files at a time. Several images give a results "
+             "table.",
     ) or []
+    if len(files) > MAX_FILES:
+        st.warning(f"{len(files)} files were uploaded; only the first {MAX_FILES} are analysed at a time. Remove some "
+                   "and upload the rest as another batch.")
+        files = files[:MAX_FILES]
     cache = _state()["uploads"]
     good: list[tuple[str, Upload]] = []
     for file in files:
@@ -162,19 +170,23 @@ def case_id(predictor: Predictor, file_id: str, case: Case) -> str:
 
 
 def record(predictor: Predictor, file_id: str, case: Case, withheld: bool) -> None:
-    """Write the analysis to the audit log once (reruns of the page do not duplicate it); a
-    withheld result is logged too, marked so."""
+    """Write the analysis to the audit log once, tagged with this browser session (reruns of the
+    page do not duplicate it); a withheld result is logged too, marked so. If it cannot be
+    written, the result is still shown, with a warning saying that and why."""
     name = case_id(predictor, file_id, case)
     audited = _state()["audited"]
     if name in audited:
         return
     try:
         audit.write(case.upload.sha256, case.prediction.metadata_used, audit_outputs(case), predictor.name,
-                    str(predictor.card.get("version", "?")), case.quality.flags, case_id=name, withheld=withheld)
+                    str(predictor.card.get("version", "?")), case.quality.flags, case_id=name, withheld=withheld,
+                    session_id=audit_log.session_id())
         audited.add(name)
-    except Exception:  # the clinician still sees the output; the failure is logged loudly
+    except audit.AuditError as exc:  # the clinician still sees the output; core.clinic.audit logged the cause
+        audit_log.not_logged(name, str(exc))
+    except Exception:  # never a traceback on the page, and never a hidden result
         log.exception("audit write failed")
-        st.warning("This result could not be written to the audit log: it is shown, but it was not logged.")
+        audit_log.not_logged(name, "an unexpected error (the server log has the details)")
 
 
 # -- several images -------------------------------------------------------------------------
@@ -336,17 +348,6 @@ def case_view(predictor: Predictor, file_id: str, case: Case, override: bool) ->
     probability_chart(predictor, case)
     caption, panels = heatmap_section(predictor, file_id, case)
     report_button(predictor, file_id, case, caption, panels.overlay)
-
-
-# -- audit log ------------------------------------------------------------------------------
-def audit_log_section() -> None:
-    with st.expander(f"Audit log ({audit.count()} records)"):
-        st.caption(f"Time, case ID, suggested class, risks and flags, then the image's sha256, metadata, outputs "
-                   f"and model; never the image. Database: {audit.db_path()}")
-        st.dataframe(audit.overview(audit.read(limit=200)), hide_index=True, key="diagnose_audit_table")
-        st.download_button("Export the audit log (CSV)",
-                           lambda: audit.overview(audit.read()).to_csv(index=False).encode(),
-                           file_name="audit_log.csv", mime="text/csv", key="diagnose_audit_csv", on_click="ignore")
 
 
 @st.cache_resource

@@ -22,12 +22,13 @@ import torch
 from core.clinic.imageio import load_rgb
 from core.config import CLASS_NAMES, SPLITS_DIR
 from core.data.metadata import UNKNOWN
+from core.data.root import data_root
 from core.errors import InputError
 from core.explain import heatmap, importance
 from core.figures import explain as ef
 from core.inference import Prediction, Predictor
 from core.model.networks import image_features
-from ui.explorer import datasets_under, env_root
+from ui.explorer import datasets_under
 from ui.loaders import model_dir
 
 SPLIT_FILE = SPLITS_DIR / "ham10000.csv"
@@ -41,7 +42,7 @@ def class_names(predictor: Predictor) -> dict[str, str]:
 # -- the dataset ----------------------------------------------------------------------------
 def ham_folder() -> Path | None:
     """The HAM10000 folder DERMO_DATA_DIR names or holds (the first one found), or None."""
-    root = env_root()
+    root = data_root()
     if root is None:
         return None
     return next((path for path in datasets_under(str(root)).values() if path.is_dir()), None)

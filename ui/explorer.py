@@ -4,14 +4,14 @@ Where the data comes from, in the order the sidebar offers it:
 
 * the folder named by the environment variable DERMO_DATA_DIR (a HAM10000 folder, or a folder
   holding dataset folders / ISIC 2020 CSVs, e.g. ../shared/data);
-* a path typed by the user (a HAM10000 folder, its metadata CSV, or an ISIC 2020 train.csv);
+* a path typed by the user (a HAM10000 folder, its metadata CSV, or an ISIC 2020 train.csv), only
+  inside that folder (core.data.root.resolve_under) and only when it is set;
 * an uploaded metadata CSV (metadata only: charts that need images are hidden);
 * the statistics stored with the default model (dataset_stats.json in the bundle folder),
   which is all a fresh machine has.
 """
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,20 +21,19 @@ import pandas as pd
 import streamlit as st
 
 from core.data.datasets import find_datasets, load_ham10000, load_metadata_csv
+from core.data.root import DATA_ENV, data_root, resolve_under
 from core.eda import tables as eda
 from core.eda.dataset_stats import STATS_FILE, DatasetStats, colour_indices, image_histograms, read_stats
 from core.errors import InputError
 
-#: Environment variable naming the data folder (CI and developers: ../shared/data).
-DATA_ENV = "DERMO_DATA_DIR"
 ENV_SOURCE, PATH_SOURCE, UPLOAD_SOURCE, STORED_SOURCE = (
     f"Folder in {DATA_ENV}", "Type a path", "Upload a metadata CSV", "Statistics stored with the model",
 )
 FILTER_KEYS = ("explorer_sex", "explorer_age", "explorer_site", "explorer_dx")
 HOW_TO_GET_DATA = (
     f"To explore the full dataset, set the environment variable `{DATA_ENV}` to a folder holding HAM10000 "
-    "(its metadata CSV and images) or the ISIC 2020 train.csv, and restart the app; or type a path or upload a "
-    "metadata CSV in the sidebar. With internet access, `python -m core.data.download --dest ~/data/ham10000` "
+    "(its metadata CSV and images) or the ISIC 2020 train.csv, and restart the app (a path inside that folder can "
+    "then also be typed); or upload a metadata CSV in the sidebar. With internet access, `python -m core.data.download --dest ~/data/ham10000` "
     "fetches HAM10000 from the Harvard Dataverse (CC BY-NC 4.0)."
 )
 
@@ -166,20 +165,14 @@ def unreadable_images(source: Source) -> int:
 
 
 # -- sidebar ------------------------------------------------------------------------------
-def env_root() -> Path | None:
-    """The folder DERMO_DATA_DIR names (a HAM10000 folder or one holding datasets), or None if unset."""
-    value = os.environ.get(DATA_ENV, "").strip()
-    return Path(value).expanduser() if value else None
-
-
 def choose_source() -> Source | None:
     """Sidebar widgets for the data source; returns the loaded source or None (waiting for input).
 
     Raises InputError with a readable message for a bad path or CSV.
     """
-    root = env_root()
+    root = data_root()
     found = datasets_under(str(root)) if root else {}
-    options = ([ENV_SOURCE] if root else []) + [PATH_SOURCE, UPLOAD_SOURCE, STORED_SOURCE]
+    options = ([ENV_SOURCE, PATH_SOURCE] if root else []) + [UPLOAD_SOURCE, STORED_SOURCE]
     default = options.index(ENV_SOURCE if found else STORED_SOURCE)
     choice = st.sidebar.radio("Data source", options, index=default, key="explorer_source")
     if choice == ENV_SOURCE:
@@ -188,8 +181,9 @@ def choose_source() -> Source | None:
         label = st.sidebar.selectbox("Dataset", list(found), key="explorer_dataset")
         return load_path(found[label])
     if choice == PATH_SOURCE:
-        typed = st.sidebar.text_input("HAM10000 folder, or a metadata CSV", key="explorer_path").strip()
-        return load_path(typed) if typed else None
+        typed = st.sidebar.text_input(f"HAM10000 folder, or a metadata CSV, inside {root}", key="explorer_path",
+                                      help="Relative to that folder, or a full path inside it.").strip()
+        return load_path(resolve_under(root, typed)) if typed else None
     if choice == UPLOAD_SOURCE:
         upload = st.sidebar.file_uploader("Metadata CSV", type=["csv"], key="explorer_upload")
         if upload is None:

@@ -1,16 +1,14 @@
 """The Validate page's widgets: where the set comes from, its columns and maps, the run, the results.
 
-The set is an uploaded ZIP (checked member by member, then unpacked into a temporary folder
-shared by the sessions that upload the same ZIP, removed when it leaves the cache) or a folder
-inside the data root, DERMO_DATA_DIR. The server reads nothing outside that root: the chosen
-folder and CSV are resolved (`..` and symlinks included) and checked, and so is every image.
+The set is an uploaded ZIP (checked member by member and kept in memory: never unpacked to disk,
+each image decompressed only when it is scored) or a folder inside the data root, DERMO_DATA_DIR.
+The server reads nothing outside that root: the chosen folder and CSV are resolved (`..` and
+symlinks included) and checked, and so is every image.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 import streamlit as st
 
 from core.data.metadata import MetadataEncoder
+from core.data.root import DATA_ENV, data_root, resolve_under
 from core.errors import InputError
 from core.figures import performance as pf
 from core.inference import Predictor
@@ -27,17 +26,15 @@ from core.validation import validate
 from core.validation.inputs import (
     ROLES,
     ValidationSet,
-    extract_zip,
+    ZipSet,
     list_csvs,
     list_folders,
     load_set,
+    open_zip,
     read_labels,
-    resolve_under,
 )
 from core.validation.label_maps import load_user_map
 
-#: Environment variable naming the data root: the only folder the page may read sets from.
-DATA_ENV = "DERMO_DATA_DIR"
 ZIP_SOURCE, FOLDER_SOURCE = "Upload a ZIP (images + one CSV)", "A folder in the data folder"
 DETECT, NONE = "(detect)", "(none)"
 HOW_TO = (
@@ -50,28 +47,22 @@ HOW_TO = (
 
 @dataclass
 class Source:
-    folder: Path
-    labels: Path
-    root: Path
+    """Where the set is: a folder inside the data root, or an uploaded ZIP kept in memory."""
+
+    folder: Path  # for a ZIP, its name
+    labels: Path  # the label CSV (for a ZIP, inside it)
     label: str
+    root: Path | None = None
+    archive: ZipSet | None = None
 
+    def labels_source(self) -> Path | bytes:
+        """The label CSV to read: from the ZIP, or checked against the data root."""
+        return self.archive.read(self.labels) if self.archive else resolve_under(self.root, self.labels)
 
-def data_root() -> Path | None:
-    value = os.environ.get(DATA_ENV, "").strip()
-    path = Path(value).expanduser() if value else None
-    return path if path is not None and path.is_dir() else None
-
-
-@st.cache_resource(max_entries=4, show_spinner="Unpacking the ZIP...")
-def _unpacked(digest: str, _data: bytes) -> tempfile.TemporaryDirectory:
-    """The ZIP unpacked once per content (the folder is deleted when it leaves the cache)."""
-    folder = tempfile.TemporaryDirectory(prefix="dermo-validate-")
-    try:
-        extract_zip(_data, Path(folder.name) / "set")
-    except InputError:
-        folder.cleanup()
-        raise
-    return folder
+    @property
+    def read(self) -> validate.Reader:
+        """How the set's images are read when it is scored."""
+        return self.archive.read if self.archive else validate.read_file
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -79,12 +70,10 @@ def _folders(root: str) -> list[str]:
     return list_folders(root)
 
 
-def _pick_csv(folder: Path) -> Path | None:
-    csvs = list_csvs(folder)
+def _pick_csv(csvs: list[str], where: str) -> str:
     if not csvs:
-        raise InputError(f"There is no CSV in {folder.name or folder}: the set needs one row per image with its label.")
-    choice = st.selectbox("Label CSV", csvs, key="validate_csv") if len(csvs) > 1 else csvs[0]
-    return folder / choice
+        raise InputError(f"There is no CSV in {where}: the set needs one row per image with its label.")
+    return st.selectbox("Label CSV", csvs, key="validate_csv") if len(csvs) > 1 else csvs[0]
 
 
 def choose_source() -> Source | None:
@@ -98,32 +87,36 @@ def choose_source() -> Source | None:
         upload = st.file_uploader("ZIP of the images and one label CSV", type=["zip"], key="validate_zip")
         if upload is None:
             return None
-        data = upload.getvalue()
-        folder = Path(_unpacked(hashlib.sha256(data).hexdigest(), data).name) / "set"
-        return Source(folder, _pick_csv(folder), folder, f"uploaded {upload.name}")
+        archive = open_zip(upload.getvalue(), upload.name)
+        return Source(Path(archive.name), Path(archive.name, _pick_csv(archive.csvs(), archive.name)),
+                      f"uploaded {upload.name}", archive=archive)
     folders = _folders(str(root))
     relative = st.selectbox(f"Folder in {root}", folders, index=None, placeholder="Choose the set's folder",
                             key="validate_folder")
     if relative is None:
         return None
     folder = resolve_under(root, relative)
-    return Source(folder, _pick_csv(folder), root, f"{relative} in the data folder")
+    return Source(folder, folder / _pick_csv(list_csvs(folder), folder.name or str(folder)),
+                  f"{relative} in the data folder", root=root)
 
 
 @st.cache_data(max_entries=8, show_spinner="Reading the set...")
-def _load(folder: str, labels: str, mtime: float, root: str, card_json: str, given: tuple, label_map: bytes | None,
-          site_map: bytes | None, ignore_metadata: bool, sample: int) -> ValidationSet:
+def _load(folder: str, labels: str, stamp: str, root: str | None, card_json: str, given: tuple,
+          label_map: bytes | None, site_map: bytes | None, ignore_metadata: bool, sample: int,
+          _archive: ZipSet | None = None) -> ValidationSet:
+    """The set, cached per content (`stamp`: the CSV's mtime, or the ZIP's sha256)."""
     card = json.loads(card_json)
     lmap = load_user_map(label_map, card["classes"], "label", "label map") if label_map else None
     smap = (load_user_map(site_map, MetadataEncoder.from_dict(card["metadata"]).accepted_sites, "site", "site map")
             if site_map else None)
-    return load_set(folder, labels, card, dict(given), lmap, smap, root=root, ignore_metadata=ignore_metadata,
+    images, csv = (_archive, _archive.read(labels)) if _archive is not None else (folder, labels)
+    return load_set(images, csv, card, dict(given), lmap, smap, root=root, ignore_metadata=ignore_metadata,
                     sample=sample or None)
 
 
 def set_options(card: dict[str, Any], source: Source) -> ValidationSet:
     """Column and map widgets (defaults: detected) -> the set to score; InputError if unusable."""
-    labels = resolve_under(source.root, source.labels)
+    labels = source.labels_source()
     columns = list(read_labels(labels).columns)
     given: dict[str, str] = {}
     with st.expander("Columns, label map and options", expanded=False):
@@ -140,9 +133,10 @@ def set_options(card: dict[str, Any], source: Source) -> ValidationSet:
         sample = b.number_input("Score a random sample of (0 = every image)", 0, 100_000, 0, key="validate_sample")
         a.number_input("Bootstrap resamples for the 95% intervals", 0, 10_000, validate.N_BOOT, 100,
                        key="validate_bootstrap")
-    return _load(str(source.folder), str(labels), labels.stat().st_mtime, str(source.root), json.dumps(card),
-                 tuple(sorted(given.items())), label_map.getvalue() if label_map else None,
-                 site_map.getvalue() if site_map else None, ignore, int(sample))
+    stamp = hashlib.sha256(source.archive.data).hexdigest() if source.archive else str(labels.stat().st_mtime)
+    return _load(str(source.folder), str(source.labels), stamp, str(source.root) if source.root else None,
+                 json.dumps(card), tuple(sorted(given.items())), label_map.getvalue() if label_map else None,
+                 site_map.getvalue() if site_map else None, ignore, int(sample), _archive=source.archive)
 
 
 def set_overview(vset: ValidationSet) -> None:
@@ -172,10 +166,11 @@ def run(predictor: Predictor, vset: ValidationSet, source: Source) -> None:
     bar = st.progress(0.0, text="Waiting for another validation to finish..." if _lock().locked() else "Scoring...")
     with _lock():
         n_boot = int(st.session_state.get("validate_bootstrap", validate.N_BOOT))
-        report, scored = validate.run(predictor, vset, predictor.name, n_boot, progress=lambda done, total: bar.progress(
-            done / max(total, 1), text=f"Scored {done} of {total} images"))
+        report, scored = validate.run(predictor, vset, predictor.name, n_boot, read=source.read,
+                                      progress=lambda done, total: bar.progress(
+                                          done / max(total, 1), text=f"Scored {done} of {total} images"))
     bar.empty()
-    report["set"]["folder"] = source.label  # never show the server's temporary paths
+    report["set"]["folder"] = source.label  # never show the server's paths
     csv = validate.predictions_frame(scored, predictor.classes).to_csv(index=False).encode()
     st.session_state["validate_result"] = (signature(vset, predictor.card), report, csv, vr.pdf_summary(report))
 

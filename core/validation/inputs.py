@@ -6,10 +6,11 @@ age, sex or site it could not read (those become unknown). Nothing here needs th
 page can show the detected columns before a model is loaded.
 
 Safety: a folder chosen on the page must lie inside the data root (`resolve_under`: `..` and
-symlinks are resolved before the check, and every image found is checked again); a ZIP is
-checked member by member before anything is written (`extract_zip`: no absolute or escaping
-paths, no symlinks, bounded member count, total size and compression ratio, and the bytes
-actually written are counted, not just the sizes the ZIP declares).
+symlinks are resolved before the check, and every image found is checked again); an uploaded
+ZIP is never unpacked to disk: it is checked member by member (`open_zip`: no absolute or
+escaping paths, no symlinks, bounded member count, total size and compression ratio) and kept in
+memory, and each image is decompressed only when it is scored, its real size counted against
+the size the ZIP declares.
 """
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ import csv
 import io
 import logging
 import os
-import shutil
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
@@ -28,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from core.data.metadata import AGE_MAX, AGE_MIN, UNKNOWN, MetadataEncoder, _is_missing
+from core.data.root import resolve_under
 from core.errors import InputError
 from core.validation.label_maps import LabelMap, ValueMap, normalise
 
@@ -42,6 +44,7 @@ MAX_LISTED = 200  # longest list of left-out items kept in a report (the counts 
 ZIP_MAX_MEMBERS = 20_000
 ZIP_MAX_BYTES = 4 * 2**30
 ZIP_MAX_RATIO = 200  # JPEG/PNG/DICOM hardly compress; a member 200x smaller than its content is a bomb
+ZIP_MAX_FILE_BYTES = 128 * 2**20  # one file read from a ZIP (in memory); a larger image is skipped and listed
 
 ID_NAMES = ("image_id", "image", "image_name", "isic_id", "file", "filename", "file_name", "image_file",
             "path", "image_path", "img", "img_id", "name", "id")
@@ -57,18 +60,6 @@ ROLES = ("id", "label", "age", "sex", "site", "group")
 
 
 # -- paths -----------------------------------------------------------------------------------
-def resolve_under(root: Path | str, path: Path | str) -> Path:
-    """`path` (relative to `root`, or absolute) resolved, if it lies inside `root`; else InputError.
-
-    Symlinks and `..` are resolved first, so neither can lead outside the root.
-    """
-    base = Path(root).expanduser().resolve()
-    target = (base / Path(path).expanduser()).resolve()
-    if target != base and base not in target.parents:
-        raise InputError(f"{path} is outside the data folder {base}: only folders inside it can be read.")
-    return target
-
-
 def list_folders(root: Path | str, max_depth: int = 3, limit: int = 500) -> list[str]:
     """Folders under `root` (relative, '.' first), not following symlinks, hidden folders skipped."""
     base = Path(root).resolve()
@@ -96,7 +87,11 @@ def list_csvs(folder: Path | str, max_depth: int = 3) -> list[str]:
             dirnames[:] = []
         found += [(Path(dirpath) / f).relative_to(base).as_posix() for f in filenames
                   if f.lower().endswith(".csv") and not f.startswith(".")]
-    return sorted(found, key=lambda p: (p.count("/"), p.lower()))
+    return _shallowest_first(found)
+
+
+def _shallowest_first(paths: Iterable[str]) -> list[str]:
+    return sorted(paths, key=lambda p: (p.count("/"), p.lower()))
 
 
 # -- ZIP -------------------------------------------------------------------------------------
@@ -115,16 +110,11 @@ def _member_path(info: zipfile.ZipInfo) -> PurePosixPath | None:
     return path
 
 
-def extract_zip(source: bytes | Path | str, dest: Path | str, max_bytes: int = ZIP_MAX_BYTES,
-                max_members: int = ZIP_MAX_MEMBERS, max_ratio: float = ZIP_MAX_RATIO) -> Path:
-    """Check every member of a ZIP, then extract it into `dest` (created); InputError if refused.
-
-    All checks on the declared sizes run before anything is written; while writing, the bytes
-    really decompressed are counted against the same limits (a ZIP may lie about its sizes), and
-    a refused ZIP leaves `dest` empty.
-    """
+def open_zip(source: bytes, name: str = "upload.zip", max_bytes: int = ZIP_MAX_BYTES,
+             max_members: int = ZIP_MAX_MEMBERS, max_ratio: float = ZIP_MAX_RATIO) -> ZipSet:
+    """Check every member of an uploaded ZIP, without unpacking it; InputError if refused."""
     try:
-        archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+        archive = zipfile.ZipFile(io.BytesIO(source))
     except (zipfile.BadZipFile, OSError) as exc:
         raise InputError(f"This is not a readable ZIP file ({exc}).") from None
     with archive:
@@ -142,34 +132,45 @@ def extract_zip(source: bytes | Path | str, dest: Path | str, max_bytes: int = Z
                                  " times (a possible ZIP bomb); the ZIP was refused.")
         if not members:
             raise InputError("The ZIP is empty.")
-        out = Path(dest)
-        out.mkdir(parents=True, exist_ok=True)
-        written = 0
+    return ZipSet(Path(name).name or "upload.zip", bytes(source), {p.as_posix(): info.filename for info, p in members})
+
+
+@dataclass(frozen=True)
+class ZipSet:
+    """A checked ZIP kept in memory: its files by safe relative path, read one at a time.
+
+    Paths handed out (the index's files, and what `read` takes) start with the ZIP's name, so
+    messages name the ZIP as they name a folder."""
+
+    name: str
+    data: bytes = field(repr=False)
+    members: dict[str, str] = field(repr=False)  # safe relative path -> the member's name in the archive
+
+    def csvs(self, max_depth: int = 3) -> list[str]:
+        return _shallowest_first(p for p in self.members if p.lower().endswith(".csv")
+                                 and not PurePosixPath(p).name.startswith(".") and p.count("/") < max_depth)
+
+    def index(self) -> ImageIndex:
+        files = [Path(self.name, p) for p in sorted(self.members) if _is_image_name(p)
+                 and not any(part.startswith(".") for part in PurePosixPath(p).parts)]
+        return _indexed(Path(self.name), files, [])
+
+    def read(self, path: Path | str) -> bytes:
+        """One file's bytes; InputError if it is not in the ZIP, too large, or cannot be decompressed. zipfile
+        stops at the size the ZIP declares (which open_zip checked) and then checks the CRC, so a
+        member that lies about its size is refused here."""
+        relative = PurePosixPath(Path(path).as_posix()).relative_to(self.name).as_posix()
+        if relative not in self.members:
+            raise InputError(f"{relative} is not in the ZIP.")
         try:
-            for info, path in members:
-                target = out.joinpath(*path.parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                budget = info.file_size
-                with archive.open(info) as src, open(target, "wb") as dst:
-                    while chunk := src.read(1 << 20):
-                        written += len(chunk)
-                        budget -= len(chunk)
-                        if budget < 0 or written > max_bytes:
-                            raise InputError("The ZIP unpacks to more than it declares (a possible ZIP bomb); "
-                                             "it was refused.")
-                        dst.write(chunk)
-        except InputError:
-            _empty(out)
-            raise
-        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
-            _empty(out)
-            raise InputError(f"The ZIP could not be unpacked ({exc.__class__.__name__}: {exc}).") from None
-    return out
-
-
-def _empty(folder: Path) -> None:
-    for child in folder.iterdir():
-        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            with zipfile.ZipFile(io.BytesIO(self.data)) as archive:
+                size = archive.getinfo(self.members[relative]).file_size
+                if size > ZIP_MAX_FILE_BYTES:
+                    raise InputError(f"it is {size / 2**20:,.0f} MB, more than the {ZIP_MAX_FILE_BYTES // 2**20} MB "
+                                     "accepted for one file")
+                return archive.read(self.members[relative])
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError, zlib.error) as exc:
+            raise InputError(f"it could not be read from the ZIP ({exc.__class__.__name__}: {exc})") from None
 
 
 # -- images ----------------------------------------------------------------------------------
@@ -227,6 +228,11 @@ def index_images(folder: Path | str, root: Path | str | None = None) -> ImageInd
             files.append(path)
             if len(files) > MAX_FILES:
                 raise InputError(f"The folder holds more than {MAX_FILES:,} files; choose a smaller folder.")
+    return _indexed(base, files, outside)
+
+
+def _indexed(base: Path, files: list[Path], outside: list[str]) -> ImageIndex:
+    """The index of `files` (all under `base`) by relative path, file name and name without extension."""
     by_key: dict[str, list[int]] = {}
     for i, path in enumerate(files):
         rel = path.relative_to(base).as_posix().lower()
@@ -484,20 +490,22 @@ def build_set(frame: pd.DataFrame, index: ImageIndex, card: dict[str, Any], labe
                          label_map.used(frame.loc[keep[keep].index, columns.label]), problems, n_rows)
 
 
-def load_set(images: Path | str, labels: Path | str | bytes, card: dict[str, Any],
+def load_set(images: Path | str | ZipSet, labels: Path | str | bytes, card: dict[str, Any],
              given: dict[str, str | None] | None = None, label_map: dict[str, str | None] | None = None,
              site_map: dict[str, str | None] | None = None, root: Path | str | None = None,
              ignore_metadata: bool = False, sample: int | None = None, labels_name: str = "") -> ValidationSet:
-    """Folder + CSV (+ maps) -> ValidationSet; with `root`, both must lie inside it."""
-    if root is not None:
+    """Folder (or checked ZIP) + CSV (+ maps) -> ValidationSet; with `root`, a folder and a CSV
+    path must lie inside it."""
+    if root is not None and not isinstance(images, ZipSet):
         images = resolve_under(root, images)
         if not isinstance(labels, bytes):
             labels = resolve_under(root, labels)
-    index = index_images(images, root)
+    index = images.index() if isinstance(images, ZipSet) else index_images(images, root)
     if not index.files:
         refused = (f" ({len(index.outside_root)} file(s) link to outside the data folder and were refused)"
                    if index.outside_root else "")
-        raise InputError(f"The folder {Path(images).name or images} holds no image files "
+        kind = "The ZIP" if isinstance(images, ZipSet) else "The folder"
+        raise InputError(f"{kind} {index.folder.name or index.folder} holds no image files "
                          f"({', '.join(IMAGE_EXTENSIONS)}){refused}.")
     frame = read_labels(labels, labels_name)
     lmap = LabelMap.build(card["classes"], card.get("class_names"), label_map,

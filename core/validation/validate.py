@@ -76,6 +76,7 @@ N_BOOT = 1000
 SUBGROUP_BOOT = 200
 BATCH_SIZE = 32
 Progress = Callable[[int, int], None]
+Reader = Callable[[str], bytes]
 
 
 # -- scoring ---------------------------------------------------------------------------------
@@ -102,12 +103,17 @@ class Scored:
         return None if any(v is None for v in values) or not values else np.array(values, dtype=bool)
 
 
-def _decode(path: str, accepted_sites: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
-    """One file -> RGB array and any metadata its DICOM tags carry; InputError if it cannot be read."""
+def read_file(path: str) -> bytes:
+    """A set's file from disk (a ZIP's files come from `ZipSet.read` instead); InputError if unreadable."""
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
         raise InputError(f"cannot be read ({exc.strerror or exc})") from None
+
+
+def _decode(path: str, accepted_sites: list[str], read: Reader) -> tuple[np.ndarray, dict[str, Any]]:
+    """One file -> RGB array and any metadata its DICOM tags carry; InputError if it cannot be read."""
+    data = read(path)
     if not data:
         raise InputError("the file is empty")
     if is_dicom(data, path):
@@ -126,8 +132,9 @@ def _meta(row: pd.Series, tags: dict[str, Any]) -> dict[str, Any]:
 
 
 def score(predictor: Predictor, vset: ValidationSet, batch_size: int = BATCH_SIZE,
-          progress: Progress | None = None) -> Scored:
-    """Decode and predict every image of the set: one forward per batch, the app's own checks.
+          progress: Progress | None = None, read: Reader = read_file) -> Scored:
+    """Decode and predict every image of the set (each file's bytes from `read`): one forward per
+    batch, the app's own checks.
 
     Files that cannot be decoded are skipped and listed. Decoding the next batch (PIL, outside
     torch) overlaps the current batch's forward pass; torch itself runs in this thread only.
@@ -141,7 +148,7 @@ def score(predictor: Predictor, vset: ValidationSet, batch_size: int = BATCH_SIZ
         out = []
         for i in chunk:
             try:
-                out.append((i, _decode(rows.at[i, "file"], accepted)))
+                out.append((i, _decode(rows.at[i, "file"], accepted, read)))
             except InputError as exc:
                 out.append((i, str(exc)))
             except Exception as exc:  # noqa: BLE001 - one odd file must not stop a set of thousands
@@ -497,9 +504,10 @@ def write_outputs(report: dict[str, Any], predictions: pd.DataFrame, out_dir: Pa
 
 # -- the whole run -----------------------------------------------------------------------------
 def run(predictor: Predictor, vset: ValidationSet, bundle: str, n_boot: int = N_BOOT,
-        batch_size: int = BATCH_SIZE, progress: Progress | None = None) -> tuple[dict[str, Any], Scored]:
+        batch_size: int = BATCH_SIZE, progress: Progress | None = None,
+        read: Reader = read_file) -> tuple[dict[str, Any], Scored]:
     """Score the set and build the report: what the command and the page both call."""
-    scored = score(predictor, vset, batch_size, progress)
+    scored = score(predictor, vset, batch_size, progress, read)
     start = time.perf_counter()
     report = build_report(scored, vset, predictor.card, bundle, n_boot)
     report["seconds"]["metrics"] = round(time.perf_counter() - start, 2)
