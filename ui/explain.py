@@ -21,6 +21,7 @@ import torch
 
 from core import explain, heatmap
 from core import explain_figures as ef
+from core.concurrency import model_slot
 from core.config import CLASS_NAMES, SPLITS_DIR
 from core.errors import InputError
 from core.imageio import load_rgb
@@ -222,7 +223,7 @@ def _predict(_predictor: Predictor, model_key: str, image_key: str, _rgb: np.nda
 @st.cache_data(show_spinner=False, max_entries=32)
 def _features(_predictor: Predictor, model_key: str, image_key: str, _image: torch.Tensor) -> np.ndarray:
     """Pooled image features, flip-averaged as the estimate is (reused by every metadata what-if)."""
-    with torch.no_grad():
+    with torch.no_grad(), model_slot():
         return image_features(_predictor.model, _image.unsqueeze(0), _predictor.flip_average).numpy()
 
 
