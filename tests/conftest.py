@@ -67,6 +67,34 @@ def default_bundle() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def live_url(default_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The real app (`streamlit run app.py`, default model, a throwaway audit log), one server for
+    every browser test; skips only where Chromium or chromedriver is missing."""
+    from tests.live_app import browser_missing, live_app
+
+    if reason := browser_missing():
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("live_app")
+    env = {"DERMO_MODEL_DIR": str(default_bundle), "DERMO_AUDIT_DB": str(folder / "audit.sqlite3")}
+    with live_app(env, folder / "streamlit.log") as app:
+        yield app.url
+
+
+@pytest.fixture
+def driver():
+    """A headless Chromium for one test."""
+    from tests.live_app import browser_missing, chromium
+
+    if reason := browser_missing():
+        pytest.skip(reason)
+    browser = chromium()
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
