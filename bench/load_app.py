@@ -104,6 +104,12 @@ class Phase:
         return [getattr(a, attribute) for a in self.analyses if not a.error]
 
 
+def report(analysis: Analysis) -> None:
+    """Print a failed analysis as it happens (the table counts it at the end)."""
+    if analysis.error:
+        print(f"    session {analysis.session}: {analysis.error}", flush=True)
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -150,14 +156,14 @@ def serve(slots: int, args: argparse.Namespace, lesions: list[Lesion], expected:
                       f"; server RSS {tree_rss_mb(app.pid):.0f} MB", flush=True)
                 phases = []
                 for n in args.sessions:
-                    analyses, wall = run_sessions(pages[:n], deal(lesions, n, args.analyses), expected)
+                    analyses, wall = run_sessions(pages[:n], deal(lesions, n, args.analyses), expected, report)
                     phases.append(Phase(slots, n, analyses, wall, tree_rss_mb(app.pid)))
                     print(f"  {n} session(s): {len(analyses)} analyses in {wall:.1f} s", flush=True)
                 run = (float("nan"), float("nan"), 0, None)
                 if memory and args.memory_analyses:
                     per_session = -(-args.memory_analyses // most)
                     before = tree_rss_mb(app.pid)
-                    analyses, wall = run_sessions(pages, deal(lesions, most, per_session), expected)
+                    analyses, wall = run_sessions(pages, deal(lesions, most, per_session), expected, report)
                     run = (before, tree_rss_mb(app.pid), len(analyses), Phase(slots, most, analyses, wall, 0.0))
                     print(f"  memory run: {len(analyses)} analyses in {wall:.1f} s", flush=True)
                 return phases, run

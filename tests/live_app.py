@@ -167,11 +167,12 @@ def expected_readout(predictor: Predictor, lesion: Lesion) -> Readout | None:
 #: shows} after `wait` seconds. Polled in the page itself (every 50 ms), so a wait costs one WebDriver
 #: call and its end is timed by the page's own clock.
 _SETTLED_JS = """
-const [filename, wanted, wait, done] = arguments;
+const [filename, wanted, after, wait, done] = arguments;
 const all = (css) => [...document.querySelectorAll(css)];
 function state() {
   const app = document.querySelector("[data-testid='stApp']");
   if (!app || app.getAttribute("data-test-script-state") !== "notRunning") return null;
+  if (after !== null && (window.liveRunsEnded || 0) <= after) return null;
   if (document.querySelector("[data-stale='true'], [data-testid='stSkeleton']")) return null;
   const errors = all("[data-testid='stException'], [data-testid='stAlertContentError']");
   if (errors.length) return {error: errors.map(e => e.innerText).join(" | ")};
@@ -207,6 +208,17 @@ const timer = setInterval(() => {
 """ % SUGGESTED
 
 
+#: Counts the script runs that end (the page may still read "notRunning" just after a click, before
+#: the run it asked for has started), so a wait can require a run that started after the action.
+_COUNT_RUNS_JS = """
+const app = document.querySelector("[data-testid='stApp']");
+window.liveRunsEnded = 0;
+new MutationObserver(records => {
+  window.liveRunsEnded += records.filter(r => r.oldValue === "running").length;
+}).observe(app, {attributes: true, attributeOldValue: true, attributeFilter: ["data-test-script-state"]});
+"""
+
+
 class PageError(RuntimeError):
     """The page showed an error, or did not reach the expected state in time."""
 
@@ -222,8 +234,12 @@ class DiagnosePage:
 
     def open(self) -> None:
         self.driver.get(f"{self.url}/Diagnose")
-        self._settled(None)
         self._element(".st-key-diagnose_site input")
+        self.driver.execute_script(_COUNT_RUNS_JS)
+        self._settled(None)
+
+    def _runs(self) -> int:
+        return int(self.driver.execute_script("return window.liveRunsEnded;"))
 
     def _element(self, css: str) -> Any:
         from selenium.webdriver.common.by import By
@@ -232,10 +248,11 @@ class DiagnosePage:
 
         return WebDriverWait(self.driver, STEP_TIMEOUT).until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
 
-    def _settled(self, lesion: Lesion | None, method: str | None = None) -> dict[str, Any]:
-        """Wait until the page is idle and shows `lesion` with `method`'s heatmap (the method chosen
-        on the page if None); with no lesion, until it shows no case at all."""
-        state = self.driver.execute_async_script(_SETTLED_JS, lesion.filename if lesion else None, method,
+    def _settled(self, lesion: Lesion | None, method: str | None = None, after: int | None = None) -> dict[str, Any]:
+        """Wait until the page is idle, a script run has ended since the count `after` (if given),
+        and it shows `lesion` with `method`'s heatmap (the method chosen on the page if None);
+        with no lesion, until it shows no case at all."""
+        state = self.driver.execute_async_script(_SETTLED_JS, lesion.filename if lesion else None, method, after,
                                                  STEP_TIMEOUT)
         if "error" in state:
             raise PageError(f"the page shows an error: {state['error']}")
@@ -244,15 +261,16 @@ class DiagnosePage:
             raise PageError(f"after {STEP_TIMEOUT} s the page did not show {wanted}; it shows {state['timeout']}")
         return state
 
-    def _choose(self, key: str, option: str) -> None:
-        """Pick `option` in the selectbox with widget key `key` (type to filter, click the exact option)."""
+    def _choose(self, key: str, option: str) -> bool:
+        """Pick `option` in the selectbox with widget key `key` (type to filter, click the exact option);
+        False if it was chosen already."""
         from selenium.webdriver.common.by import By
         from selenium.webdriver.common.keys import Keys
         from selenium.webdriver.support.ui import WebDriverWait
 
         field_ = self._element(f".st-key-{key} input")
         if field_.get_attribute("value") == option:
-            return
+            return False
         field_.click()
         field_.send_keys(Keys.CONTROL, "a")
         field_.send_keys(option)
@@ -262,22 +280,24 @@ class DiagnosePage:
         exact.click()
         WebDriverWait(self.driver, STEP_TIMEOUT).until(
             lambda d: d.find_element(By.CSS_SELECTOR, f".st-key-{key} input").get_attribute("value") == option)
+        return True
 
-    def _type_age(self, age: int) -> None:
+    def _type_age(self, age: int) -> bool:
         from selenium.webdriver.common.keys import Keys
 
         field_ = self._element(".st-key-diagnose_age input")
-        if field_.get_attribute("value") != str(age):
-            field_.send_keys(Keys.CONTROL, "a")
-            field_.send_keys(str(age), Keys.ENTER)
+        if field_.get_attribute("value") == str(age):
+            return False
+        field_.send_keys(Keys.CONTROL, "a")
+        field_.send_keys(str(age), Keys.ENTER)
+        return True
 
     def set_metadata(self, lesion: Lesion) -> None:
-        self._type_age(lesion.age)
-        self._settled(None)
-        self._choose("diagnose_sex", lesion.sex)
-        self._settled(None)
-        self._choose("diagnose_site", lesion.site)
-        self._settled(None)
+        for change in (lambda: self._type_age(lesion.age), lambda: self._choose("diagnose_sex", lesion.sex),
+                       lambda: self._choose("diagnose_site", lesion.site)):
+            before = self._runs()
+            if change():
+                self._settled(None, after=before)
         age = self._element(".st-key-diagnose_age input").get_attribute("value")
         if age != str(lesion.age):
             raise PageError(f"the age field reads {age!r}, not {lesion.age}")
@@ -285,17 +305,18 @@ class DiagnosePage:
     def remove_upload(self) -> None:
         if self.shown is None:
             return
+        before = self._runs()
         self._element(f"button[aria-label='Remove {self.shown.filename}']").click()
         self.shown = None
-        self._settled(None)
+        self._settled(None, after=before)
 
     def upload(self, lesion: Lesion) -> tuple[float, Readout]:
         """Upload `lesion`; returns (seconds until the estimate and heatmap are shown, the readout)."""
         field_ = self._element(".st-key-diagnose_upload input[type='file']")
         self.driver.execute_script("arguments[0].value = '';", field_)  # chromedriver adds to a multiple input's files
-        started = time.time()
+        before, started = self._runs(), time.time()
         field_.send_keys(str(lesion.image))
-        state = self._settled(lesion)
+        state = self._settled(lesion, after=before)
         self.shown, self.method = lesion, state["method"]
         readout = {SUGGESTED: state["suggested"]}
         for label in RISK_LABELS.values():
@@ -306,9 +327,9 @@ class DiagnosePage:
     def switch_method(self) -> float:
         """Switch the heatmap method (default <-> OTHER_METHOD); seconds until the new heatmap shows."""
         method = OTHER_METHOD if self.method == DEFAULT_METHOD else DEFAULT_METHOD
-        started = time.time()
+        before, started = self._runs(), time.time()
         self._choose("diagnose_cam_method", method)
-        state = self._settled(self.shown, method)
+        state = self._settled(self.shown, method, before)
         self.method = method
         return state["at"] - started
 
