@@ -39,6 +39,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 START_TIMEOUT = 180
 STEP_TIMEOUT = int(os.environ.get("LIVE_STEP_TIMEOUT", 240))
 SUGGESTED = "Suggested class"
+QUIET = 1.0
 #: The heatmap method each analysis switches to from the default (and back, on the next analysis).
 OTHER_METHOD = "Grad-CAM++"
 
@@ -172,7 +173,6 @@ const all = (css) => [...document.querySelectorAll(css)];
 function state() {
   const app = document.querySelector("[data-testid='stApp']");
   if (!app || app.getAttribute("data-test-script-state") !== "notRunning") return null;
-  if (after !== null && (window.liveRunsEnded || 0) <= after) return null;
   if (document.querySelector("[data-stale='true'], [data-testid='stSkeleton']")) return null;
   const errors = all("[data-testid='stException'], [data-testid='stAlertContentError']");
   if (errors.length) return {error: errors.map(e => e.innerText).join(" | ")};
@@ -200,16 +200,21 @@ function seen() {
           images_loaded: all("[data-testid='stImage'] img").map(i => i.complete && i.naturalWidth > 0)};
 }
 const deadline = Date.now() + 1000 * wait;
+let idleSince = null;
 const timer = setInterval(() => {
   const s = state();
-  if (s !== null) { clearInterval(timer); s.at = Date.now() / 1000; done(s); }
+  idleSince = s === null ? null : (idleSince || Date.now());
+  const ran = after === null || (window.liveRunsEnded || 0) > after || Date.now() - idleSince >= %d;
+  if (s !== null && ran) { clearInterval(timer); s.at = Date.now() / 1000; done(s); }
   else if (Date.now() > deadline) { clearInterval(timer); done({timeout: JSON.stringify(seen())}); }
 }, 50);
-""" % SUGGESTED
+""" % (SUGGESTED, 1000 * QUIET)
 
 
 #: Counts the script runs that end (the page may still read "notRunning" just after a click, before
-#: the run it asked for has started), so a wait can require a run that started after the action.
+#: the run it asked for has started), so a wait can require a run that ended after the action; when
+#: React merges a short run's "running" into one update the DOM never shows it, so QUIET seconds of
+#: an idle page count as that run.
 _COUNT_RUNS_JS = """
 const app = document.querySelector("[data-testid='stApp']");
 window.liveRunsEnded = 0;
