@@ -26,6 +26,7 @@ from core.data.transforms import card_transform
 from core.errors import InputError
 from core.model.bundle import load_bundle
 from core.model.calibration import Calibration
+from core.model.concurrency import model_slot
 from core.model.networks import FusionNet, image_features
 
 __all__ = ["InputError", "Prediction", "Predictor"]
@@ -106,10 +107,11 @@ class Predictor:
         With the card's flip averaging, the image and its mirror image go through the backbone
         as one batch; the features (used by the out-of-distribution check) are their mean.
         """
-        features = image_features(self.model, images, self.flip_average)
-        embedding = self.model.forward_meta(meta, len(images)) if self.uses_metadata else None
-        probs = self.calibration.probs(self.model.forward_head(features, embedding))
-        return features.double().numpy(), probs
+        with model_slot():  # one bound on concurrent model work for the whole server (core.model.concurrency)
+            features = image_features(self.model, images, self.flip_average)
+            embedding = self.model.forward_meta(meta, len(images)) if self.uses_metadata else None
+            logits = self.model.forward_head(features, embedding)
+        return features.double().numpy(), self.calibration.probs(logits)
 
     def probabilities(self, images: torch.Tensor, meta: torch.Tensor) -> np.ndarray:
         """Calibrated class probabilities for preprocessed batches."""

@@ -84,6 +84,44 @@ def lesion_jpeg() -> bytes:
     return out.getvalue()
 
 
+def _serve(bundle: Path, folder: Path):
+    """`streamlit run app.py` on the given bundle with a throwaway audit log; skips only where Chromium or
+    chromedriver is missing."""
+    from tests.live_app import browser_missing, live_app
+
+    if reason := browser_missing():
+        pytest.skip(reason)
+    env = {"DERMO_MODEL_DIR": str(bundle), "DERMO_AUDIT_DB": str(folder / "audit.sqlite3")}
+    with live_app(env, folder / "streamlit.log") as app:
+        yield app.url
+
+
+@pytest.fixture(scope="session")
+def live_url(default_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The real app on the default model, one server for every browser test."""
+    yield from _serve(default_bundle, tmp_path_factory.mktemp("live_app"))
+
+
+@pytest.fixture
+def app_url(default_bundle: Path, tmp_path: Path):
+    """A server started for this test alone: a deep link must work on a server no page has visited yet."""
+    yield from _serve(default_bundle, tmp_path)
+
+
+@pytest.fixture
+def driver():
+    """A headless Chromium for one test."""
+    from tests.live_app import browser_missing, chromium
+
+    if reason := browser_missing():
+        pytest.skip(reason)
+    browser = chromium()
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

@@ -27,6 +27,7 @@ from core.errors import InputError
 from core.explain import heatmap, importance
 from core.figures import explain as ef
 from core.inference import Prediction, Predictor
+from core.model.concurrency import model_slot
 from core.model.networks import image_features
 from ui.explorer import datasets_under
 from ui.loaders import model_dir
@@ -223,7 +224,7 @@ def _predict(_predictor: Predictor, model_key: str, image_key: str, _rgb: np.nda
 @st.cache_data(show_spinner=False, max_entries=32)
 def _features(_predictor: Predictor, model_key: str, image_key: str, _image: torch.Tensor) -> np.ndarray:
     """Pooled image features, flip-averaged as the estimate is (reused by every metadata what-if)."""
-    with torch.no_grad():
+    with torch.no_grad(), model_slot():
         return image_features(_predictor.model, _image.unsqueeze(0), _predictor.flip_average).numpy()
 
 

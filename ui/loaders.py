@@ -12,6 +12,7 @@ from core.config import DEFAULT_MODEL, WEIGHTS_DIR
 from core.errors import InputError
 from core.inference import Predictor
 from core.model.bundle import read_card
+from core.model.concurrency import configure_torch_threads
 
 #: Environment variable naming the bundle folder the app serves (default weights/fusion-lite0).
 MODEL_ENV = "DERMO_MODEL_DIR"
@@ -24,7 +25,9 @@ def model_dir() -> Path:
 
 @st.cache_resource(show_spinner="Loading the model...")
 def get_predictor(bundle_dir: str | None = None) -> Predictor:
-    """The shared, read-only Predictor (thread-safe for prediction)."""
+    """The shared, read-only Predictor (thread-safe for prediction); torch's thread count is set
+    here, once, from the server's bound on concurrent model work (core.model.concurrency)."""
+    configure_torch_threads()
     return Predictor.load(bundle_dir or model_dir())
 
 

@@ -12,7 +12,8 @@ for a prediction running in another thread (mixing that image's activations into
 CAM). So the CAM runs on a *shadow* of the model: new module objects that share the
 weights' storage but have their own hooks and no gradients of their own. Every CAM runs
 under one module-level lock, inside `with Method(...) as cam:` so the hooks are always
-removed, even on error.
+removed, even on error; and, like every model call, in one of the server's model slots
+(core.model.concurrency), taken before the lock.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from core.data.transforms import content_box
+from core.model.concurrency import model_slot
 from core.model.networks import FusionNet
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,7 @@ def compute_cam(
     if not 0 <= target_class < model.num_classes:
         raise ValueError(f"Target class {target_class} is outside 0..{model.num_classes - 1}.")
     batch = (image.unsqueeze(0) if image.ndim == 3 else image).detach().clone()
-    with CAM_LOCK:
+    with model_slot(), CAM_LOCK:
         shadow = _shadow(model)
         wrapper = MetadataBound(shadow, meta).eval()
         # The shadow's weights need no gradient, so the input carries the graph to the target layer.
@@ -122,7 +124,7 @@ def grid_shape(model: FusionNet, input_size: tuple[int, int]) -> tuple[int, int]
     """(rows, cols) of the CAM layer's activation grid for an input of `input_size` (H, W): the CAM's
     true resolution before it is smoothed up to the image (5x7 for EfficientNet-Lite0 at 150x200)."""
     seen: list[tuple[int, int]] = []
-    with CAM_LOCK:
+    with model_slot(), CAM_LOCK:
         shadow = _shadow(model)
         handle = target_layer(shadow).register_forward_hook(lambda _m, _i, out: seen.append(tuple(out.shape[-2:])))
         try:

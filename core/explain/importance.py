@@ -32,6 +32,7 @@ from core.data.metadata import UNKNOWN, MetadataEncoder
 from core.errors import InputError
 from core.model.bundle import load_bundle, read_card
 from core.model.calibration import Calibration, balanced_accuracy
+from core.model.concurrency import model_slot
 from core.model.evaluate import bootstrap_ci, eval_dataset, extract, flip_average, head_logits
 from core.model.networks import FusionNet
 
@@ -436,7 +437,8 @@ def image_shap(
     setup = clock() - start
 
     def step(n: int, index: int) -> np.ndarray:
-        values = np.asarray(explainer.shap_values(x, nsamples=n, rseed=seed + index))  # (1, 3, H, W, k)
+        with model_slot():  # one step at a time holds the server's model slot, so Diagnose pages interleave
+            values = np.asarray(explainer.shap_values(x, nsamples=n, rseed=seed + index))  # (1, 3, H, W, k)
         return np.moveaxis(values[0], -1, 0)  # (k, 3, H, W)
 
     state = np.random.get_state()  # shap seeds numpy's global generator; leave it as we found it
@@ -481,8 +483,9 @@ def cam_faithfulness(
         cam = compute_cam(model, image, meta, target_class, method)
         seconds = time.perf_counter() - t0
         cams[method] = cam
-        road = float(ROADCombined(percentiles=list(percentiles))(batch, cam[None], targets, bound)[0])
-        change = float(CamMultImageConfidenceChange()(batch, cam[None], targets, bound)[0])
+        with model_slot():
+            road = float(ROADCombined(percentiles=list(percentiles))(batch, cam[None], targets, bound)[0])
+            change = float(CamMultImageConfidenceChange()(batch, cam[None], targets, bound)[0])
         rows.append({"method": method, "road_combined": road, "confidence_change": change,
                      "seconds": round(seconds, 2)})
     return cams, pd.DataFrame(rows)
