@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.figures.layout import with_toolbar_room
+from core.model.evaluate import difference_verdict
 
 CLASS_LABEL = "{name} ({code})"
 
@@ -258,7 +259,7 @@ def difference_figure(differences: list[dict[str, Any]]) -> go.Figure:
         shown = [c for c in comparisons if c in rows]
         diff = np.array([rows[c]["difference"] for c in shown], dtype=float)
         lo, hi = (np.array([rows[c]["ci95"][i] for c in shown], dtype=float) for i in (0, 1))
-        tie = (lo <= 0) & (hi >= 0)
+        tie = np.array([difference_verdict(low, high) == "tie" for low, high in zip(lo, hi)], dtype=bool)
         fig.add_trace(go.Scatter(x=diff, y=shown, mode="markers+text", showlegend=False,
                                  marker={"size": 10, "color": np.where(tie, "#9a9a9a", "#1f4e79")},
                                  text=np.where(tie, "tie", ""), textposition="top center",
