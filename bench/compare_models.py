@@ -7,13 +7,17 @@
 Rows: (1) the first paper's multimodal CNN (papercnn, image + metadata, 128x128); (2) the same
 on heatmap-guided input (Grad-CAM of an ImageNet-pretrained EfficientNet-Lite0, see
 core/explain/guided.py); (3) the default backbone image-only and (4) the default fusion model, both
-reused from their committed bundles; (5) the default fusion model on heatmap-guided input,
-trained only if (2) shows promise on the validation split (or with --force-lite0-heatmap); (6) ResNet-50 and
-Inception-v3, trained only with --with-heavy and their ImageNet weights in the torch hub cache.
+reused from their committed bundles; (5) the default fusion model's own recipe (read from its card)
+on heatmap-guided input, trained only if (2) shows promise on the validation split (or with
+--force-lite0-heatmap); (6) ResNet-50 and Inception-v3, trained only with --with-heavy and their
+ImageNet weights in the torch hub cache. Every model sees one geometry in training and evaluation
+(core.data.transforms.fit_to_input: the paper CNN's square input gets the 4:3 image padded, in both).
 
 Each row reports accuracy, balanced accuracy, melanoma AUROC and malignant sensitivity at 80%
 specificity on the test split, with lesion-bootstrap 95% intervals, training time (sum of the
-epoch times in the bundle's history) and inference time per image on --threads cores. Models in
+epoch times in the bundle's history) and inference time per image on --threads cores. Every
+evaluated row is also compared with row 4, the app's default, paired: both scored on the same
+resampled test lesions (core.model.evaluate.paired_difference), the interval on the difference. Models in
 --cv-models also get lesion-grouped k-fold cross-validation over all images (mean +- sd).
 
 Resumable: a row or fold whose bundle exists is not retrained, training resumes from its
@@ -49,10 +53,13 @@ from core.model.evaluate import (  # noqa: E402
     bootstrap_auc,
     bootstrap_ci,
     class_indices,
+    deployed_scorers,
+    difference_verdict,
     eval_dataset,
     extract,
     flip_average,
     head_logits,
+    paired_difference,
     sensitivity_at_specificity,
 )
 from core.model.networks import FusionNet  # noqa: E402
@@ -60,8 +67,10 @@ from core.model.networks import FusionNet  # noqa: E402
 log = logging.getLogger("compare_models")
 
 PAPERCNN_ARGS = ["--backbone", "papercnn", "--epochs", "15", "--patience", "5", "--lr", "1e-3", "--batch-size", "32"]
-LITE0_ARGS = ["--backbone", "lite0", "--freeze-stages", "3", "--epochs", "10", "--optimizer", "adamw", "--lr", "3e-4",
-              "--weight-decay", "0.01"]
+#: The training arguments row 5 copies from the default bundle's card, so that row 4 and row 5
+#: differ only in the heatmap guidance.
+RECIPE_KEYS = ("backbone", "freeze_stages", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule",
+               "warmup_epochs", "class_weights", "label_smoothing", "patience", "meta_dropout")
 HEAVY_ARGS = ["--freeze-stages", "3", "--epochs", "12", "--optimizer", "adamw", "--lr", "3e-4", "--weight-decay", "0.01"]
 #: Forward-pass cost relative to EfficientNet-Lite0 at 150x200 (about 0.24 GFLOPs): for the estimates.
 RELATIVE_COST = {"resnet50": 4.1 / 0.24, "inception_v3": 5.7 / 0.24}
@@ -75,6 +84,26 @@ class Row:
     guided: bool = False
     reuse: str | None = None  # a committed bundle under weights/ (evaluated, not retrained)
     heavy: str | None = None  # a torchvision backbone that needs its ImageNet weights cached
+    recipe_of: str | None = None  # train with this committed bundle's recorded arguments
+
+
+#: The row every other row is compared with, paired.
+REFERENCE = "lite0-fusion"
+
+
+def recipe_args(card: dict[str, Any]) -> list[str]:
+    """The training arguments of a bundle, from its card, as core.model.train options."""
+    training = card["training"]
+    missing = [k for k in RECIPE_KEYS if k not in training]
+    if missing:
+        raise ValueError(f"The card records no {', '.join(missing)}: its recipe cannot be repeated.")
+    return [part for key in RECIPE_KEYS for part in (f"--{key.replace('_', '-')}", str(training[key]))]
+
+
+def row_train_args(row: Row, weights_dir: Path) -> list[str]:
+    if row.recipe_of is None:
+        return row.train_args
+    return recipe_args(json.loads((weights_dir / row.recipe_of / CARD_FILE).read_text()))
 
 
 ROWS = [
@@ -83,7 +112,8 @@ ROWS = [
         PAPERCNN_ARGS, guided=True),
     Row("lite0-image", "EfficientNet-Lite0, image only (default backbone)", reuse="image-lite0"),
     Row("lite0-fusion", "EfficientNet-Lite0 + metadata (the app's default model)", reuse="fusion-lite0"),
-    Row("lite0-heatmap-fusion", "EfficientNet-Lite0 + metadata on heatmap-guided input", LITE0_ARGS, guided=True),
+    Row("lite0-heatmap-fusion", "EfficientNet-Lite0 + metadata on heatmap-guided input (the default's recipe)",
+        guided=True, recipe_of="fusion-lite0"),
     Row("resnet50-fusion", "ResNet-50 + metadata (first paper's comparison)", ["--backbone", "resnet50", *HEAVY_ARGS],
         heavy="resnet50"),
     Row("inception_v3-fusion", "Inception-v3 + metadata (first paper's comparison)",
@@ -188,7 +218,8 @@ def train(args: argparse.Namespace, row: Row, data_dir: Path, split_file: Path, 
     if (out / CARD_FILE).is_file():
         log.info("%s: bundle exists at %s, not retrained", row.id, out)
         return out
-    cmd = [sys.executable, "-m", "core.model.train", "--name", row.id, *row.train_args, "--data", str(data_dir),
+    cmd = [sys.executable, "-m", "core.model.train", "--name", row.id, *row_train_args(row, args.weights_dir),
+           "--data", str(data_dir),
            "--split-file", str(split_file), "--out", str(out), "--work-dir", str(work), "--resume",
            "--threads", str(args.threads), "--seed", str(args.seed), "--bootstrap", str(min(args.bootstrap, 200))]
     if args.limit:
@@ -363,9 +394,65 @@ def heavy_reason(row: Row, args: argparse.Namespace) -> str | None:
     return None
 
 
-def evaluate_row(args: argparse.Namespace, row: Row, entry: dict[str, Any], bundle: Path, data: Data) -> None:
+@dataclass
+class Scored:
+    """One row's calibrated test outputs, with the test images' ids (to pair rows image by image)."""
+    card: dict[str, Any]
+    probs: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray
+    image_ids: np.ndarray
+
+
+def score_row(bundle: Path, row: Row, data: Data) -> tuple[FusionNet, LesionDataset, Scored]:
     frame, images = data.get(row.guided)
     model, card, probs, labels, groups, dataset = test_outputs(bundle, frame, images)
+    ids = frame.loc[frame["split"] == "test", "image_id"].to_numpy()
+    return model, dataset, Scored(card, probs, labels, groups, ids)
+
+
+def paired_with_reference(row_id: str, row: Scored, reference: Scored, n_boot: int) -> list[dict[str, Any]]:
+    """row - reference for each headline metric on the same test images, each model by its own card's
+    decision rule, with the paired lesion-bootstrap interval and how it may be worded."""
+    if not np.array_equal(np.sort(row.image_ids), np.sort(reference.image_ids)):
+        raise ValueError(f"{row_id} and {REFERENCE} were scored on different test images.")
+    order = pd.Series(np.arange(len(row.image_ids)), index=row.image_ids)[reference.image_ids].to_numpy()
+    probs = row.probs[order]
+    score, score_ref = deployed_scorers(row.card, reference.labels), deployed_scorers(reference.card, reference.labels)
+    out = []
+    for metric in score:
+        diff, lo, hi = paired_difference(lambda rows: score[metric](rows, probs),
+                                         lambda rows: score_ref[metric](rows, reference.probs), reference.groups, n_boot)
+        out.append({"comparison": f"{row_id} - {REFERENCE}", "metric": metric, "difference": diff, "ci95": [lo, hi],
+                    "verdict": difference_verdict(lo, hi)})
+    return out
+
+
+def paired_differences(args: argparse.Namespace, results: dict[str, Any], data: Data,
+                       scored: dict[str, Scored]) -> None:
+    """results["differences"]: every evaluated row against row 4, paired (rows scored in this run are
+    reused; others are scored again from their bundle, if it is still on disk)."""
+    by_id = {r.id: r for r in ROWS}
+
+    def get(entry: dict[str, Any]) -> Scored | None:
+        if entry["id"] not in scored and Path(entry.get("bundle", "")).joinpath(CARD_FILE).is_file():
+            scored[entry["id"]] = score_row(Path(entry["bundle"]), by_id[entry["id"]], data)[2]
+        return scored.get(entry["id"])
+
+    done = [e for e in results["rows"] if e.get("status") == "done"]
+    reference = next((get(e) for e in done if e["id"] == REFERENCE), None)
+    if reference is None:
+        return
+    results["differences"] = [d for e in done if e["id"] != REFERENCE and get(e) is not None
+                              for d in paired_with_reference(e["id"], scored[e["id"]], reference, args.bootstrap)]
+
+
+def evaluate_row(args: argparse.Namespace, row: Row, entry: dict[str, Any], bundle: Path, data: Data,
+                 scored: dict[str, Scored]) -> None:
+    frame, images = data.get(row.guided)
+    model, dataset, outputs = score_row(bundle, row, data)
+    scored[row.id] = outputs
+    card, probs, labels, groups = outputs.card, outputs.probs, outputs.labels, outputs.groups
     entry.update({
         "status": "done", "bundle": str(bundle), "metrics": row_metrics(probs, labels, groups, card, args.bootstrap),
         "val_metrics": val_metrics(bundle, frame, images),
@@ -449,6 +536,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     })
     data = Data(args)
+    scored: dict[str, Scored] = {}
     wanted = [r for r in ROWS if not args.rows or r.id in args.rows]
     for row in wanted:
         entry = row_entry(results, row)
@@ -479,7 +567,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 entry["note"] = f"The committed bundle weights/{row.reuse}, evaluated, not retrained."
             else:
                 entry["note"] = " ".join(filter(None, [
-                    reason_trained, f"Trained here: core.model.train {' '.join(row.train_args)} (the bundle stays under "
+                    reason_trained, f"Trained here: core.model.train {' '.join(row_train_args(row, args.weights_dir))} "
+                                    "(the bundle stays under "
                                     "--work-dir, by default runs/compare/bundles; not committed)."]))
                 data_dir = data.guided_dir() if row.guided else args.data
                 try:
@@ -489,7 +578,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     entry.update({"status": "failed", "note": str(exc)})
                     save_results(results, args.out)
                     continue
-            evaluate_row(args, row, entry, bundle, data)
+            evaluate_row(args, row, entry, bundle, data, scored)
             save_results(results, args.out)
             log.info("%s: %s", row.id, entry["metrics"])
         if row.id in args.cv_models:
@@ -505,6 +594,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "sit in both training and test sets; these rows never allow that.",
         cross_validation_note(results, args.folds),
     ]
+    paired_differences(args, results, data, scored)
     save_results(results, args.out)
     return results
 

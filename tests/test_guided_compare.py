@@ -117,3 +117,54 @@ def test_cross_validation_note_prices_the_rows_not_cross_validated(bench) -> Non
     assert comparison_table({"rows": results["rows"][:1]}).loc[0, "5-fold CV balanced accuracy"] == \
         results["rows"][0]["cv"]["note"]
     assert "cv" not in results["rows"][2]
+
+
+def test_row_5_repeats_the_default_recipe(bench) -> None:
+    card = {"training": {"backbone": "lite0", "freeze_stages": 0, "epochs": 12, "batch_size": 32, "optimizer": "adamw",
+                         "lr": 0.0005, "weight_decay": 0.01, "schedule": "cosine", "warmup_epochs": 0.5,
+                         "class_weights": "sqrt-inverse", "label_smoothing": 0.1, "patience": 12, "meta_dropout": 0.25,
+                         "seed": 42, "out": "/elsewhere"}}
+    args = bench.recipe_args(card)
+    assert args[:4] == ["--backbone", "lite0", "--freeze-stages", "0"]
+    assert "--label-smoothing" in args and args[args.index("--lr") + 1] == "0.0005"
+    assert "--out" not in args and "--seed" not in args  # where and how it is run stays the study's
+    from core.model.train import parse_args
+    parsed = parse_args(["--name", "x", *args])
+    assert (parsed.class_weights, parsed.epochs, parsed.patience) == ("sqrt-inverse", 12, 12)
+    del card["training"]["label_smoothing"]
+    with pytest.raises(ValueError, match="label_smoothing"):
+        bench.recipe_args(card)
+
+
+def test_rows_are_paired_with_the_default_image_by_image(bench) -> None:
+    """A row that is the default model with its test rows in another order differs by exactly 0; a row
+    that calls one more melanoma right is better by that much, paired, on the same lesions."""
+    from core import config
+
+    rng = np.random.default_rng(0)
+    n = 60
+    labels = np.repeat([4, 5], n // 2)  # mel, nv
+    probs = rng.dirichlet(np.ones(7), n)
+    probs[np.arange(n), labels] += rng.uniform(0, 1, n)  # mostly right
+    probs /= probs.sum(1, keepdims=True)
+    card = {"classes": list(config.CLASSES), "malignant": list(config.MALIGNANT), "melanoma": config.MELANOMA,
+            "temperature": 1.0}
+    ids = np.array([f"ISIC_{i:07d}" for i in range(n)])
+    groups = np.arange(n) // 2
+    reference = bench.Scored(card, probs, labels, groups, ids)
+    perm = rng.permutation(n)
+    same = bench.Scored(card, probs[perm], labels[perm], groups[perm], ids[perm])
+    for d in bench.paired_with_reference("same", same, reference, 200):
+        assert d["difference"] == 0 and d["ci95"] == [0.0, 0.0] and d["verdict"] == "tie"
+    wrong = np.flatnonzero((probs.argmax(1) != labels) & (labels == 4))[0]
+    better = probs.copy()
+    better[wrong] = 0.0
+    better[wrong, 4] = 1.0
+    result = {d["metric"]: d for d in bench.paired_with_reference("better", bench.Scored(card, better, labels, groups, ids),
+                                                                   reference, 200)}
+    assert result["balanced_accuracy"]["difference"] == pytest.approx(1 / (n // 2) / 2)  # one mel of 30, 2 classes
+    assert result["balanced_accuracy"]["comparison"] == "better - lite0-fusion"
+    assert result["melanoma_auroc"]["difference"] >= 0
+    with pytest.raises(ValueError, match="different test images"):
+        bench.paired_with_reference("other", bench.Scored(card, probs, labels, groups, np.roll(ids, 1) + "x"),
+                                    reference, 10)

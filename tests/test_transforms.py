@@ -69,3 +69,22 @@ def test_the_transposed_crop_is_gone_and_crops_keep_the_field_of_view():
     ratios = [w / h for _, _, h, w in draws]
     assert min(areas) < 0.5 and max(areas) > 0.9  # real scale jitter, not one fixed fallback crop
     assert all(200 / 150 * 0.85 - 0.02 <= r <= 200 / 150 / 0.85 + 0.02 for r in ratios)
+
+
+def test_a_square_model_sees_one_geometry_in_training_and_evaluation():
+    """The paper CNN (128x128) gets a 4:3 image padded to a square in training as in evaluation, never
+    cropped near-square in one and squashed or padded in the other."""
+    from torchvision.transforms import v2
+
+    from core.data.transforms import fit_to_input
+
+    image = torch.full((3, 150, 200), 200, dtype=torch.uint8)
+    framed = v2.Compose(fit_to_input((128, 128)))(image)
+    assert framed.shape == (3, 200, 200)
+    assert framed[:, :25].max() == 0 and framed[:, -25:].max() == 0 and framed[:, 25:175].min() == 200
+    train_steps = train_transform((128, 128), MEAN, STD).transforms
+    assert torch.equal(v2.Compose(train_steps[:2])(image), framed)
+    evaluated = eval_transform((128, 128), (0.0,) * 3, (1.0,) * 3)(image)
+    assert evaluated[:, :12].abs().max() < 0.01 and (evaluated[:, 20:108] - 200 / 255).abs().max() < 0.01
+    # HAM10000's own 4:3 reaches a 4:3 model untouched
+    assert torch.equal(v2.Compose(fit_to_input((150, 200)))(image), image)

@@ -212,8 +212,24 @@ def comparison_section() -> None:
         st.plotly_chart(figure, key="perf_comparison_chart")
         st.caption("Points: test-split estimates; bars: lesion-bootstrap 95% intervals. Where the bars "
                    "overlap, this test split cannot tell the models apart.")
+    if comparison.get("differences"):
+        st.subheader("Each row against the default model, paired")
+        st.caption("Every row minus the app's default (row 4), both scored on the same resampled test lesions. "
+                   "Each training ran once (one seed): a difference here can also be run-to-run variance, "
+                   "which this interval does not include.")
+        differences_view(comparison["differences"], "perf_comparison_differences")
     for note in comparison.get("notes", []):
         st.markdown(f"- {note}")
+
+
+def differences_view(differences: list[dict[str, Any]], key: str) -> None:
+    """The difference plot, and the ties named under it."""
+    st.plotly_chart(pf.difference_figure(differences), key=key)
+    ties = [f"{d['comparison']}, {pf.DIFFERENCE_METRICS[d['metric']]}" for d in differences
+            if difference_verdict(*d["ci95"]) == "tie"]
+    st.caption("Points: the difference on the test split; bars: its 95% interval. An interval that contains 0 "
+               "is a tie: this test split cannot tell the two apart. "
+               + (f"Ties: {'; '.join(ties)}." if ties else "No tie."))
 
 
 def paired_differences_section() -> None:
@@ -229,9 +245,4 @@ def paired_differences_section() -> None:
         return
     st.caption(f"{results['description']}: {results['n_images']} test images of {results['n_lesions']} lesions, "
                f"{results['bootstrap']} resamples. Each model is scored with its own card's decision rule.")
-    st.plotly_chart(pf.difference_figure(results["differences"]), key="perf_paired_differences")
-    ties = [f"{d['comparison']}, {pf.DIFFERENCE_METRICS[d['metric']]}" for d in results["differences"]
-            if difference_verdict(*d["ci95"]) == "tie"]
-    st.caption("Points: the difference on the test split; bars: its 95% interval. An interval that contains 0 "
-               "is a tie: this test split cannot tell the two apart. "
-               + (f"Ties: {'; '.join(ties)}." if ties else "No tie."))
+    differences_view(results["differences"], "perf_paired_differences")

@@ -30,7 +30,10 @@ def _normalise(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform
 
 
 def train_transform(size: tuple[int, int], mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
-    """The papers' augmentations, plus random crop, colour jitter and random greyscale.
+    """The papers' augmentations, plus random crop, colour jitter and random greyscale, on the
+    image as the eval transform frames it (`fit_to_input`: landscape, padded to the model's aspect
+    ratio), so training and evaluation see one geometry (a square model is never shown a squashed
+    or cropped-to-square 4:3 image in one and not the other).
 
     vertical/horizontal flip, rotate; brightness/contrast 0.2; Gaussian blur (kernel 5, p 0.25);
     shift-scale-rotate (0.1, 0.1, 15 degrees, p 0.85); random resized crop of 35-100% of the area
@@ -44,6 +47,7 @@ def train_transform(size: tuple[int, int], mean: Sequence[float], std: Sequence[
     aspect = width / height
     return v2.Compose(
         [
+            *fit_to_input(size),
             v2.RandomHorizontalFlip(),
             v2.RandomVerticalFlip(),
             v2.RandomApply(
@@ -91,6 +95,12 @@ def _fit_aspect(size: Sequence[int]) -> v2.Lambda:
     return v2.Lambda(fit)
 
 
+def fit_to_input(size: Sequence[int]) -> list[v2.Transform]:
+    """The geometry every image gets before anything else, in training and evaluation alike:
+    portrait turned landscape, then padded to the aspect ratio of `size`."""
+    return [v2.Lambda(_to_landscape), _fit_aspect(size)]
+
+
 def eval_transform(size: Sequence[int], mean: Sequence[float], std: Sequence[float], fit: str = "pad") -> v2.Compose:
     """Whole field of view, portrait turned landscape, resized to the card's input size.
 
@@ -100,7 +110,7 @@ def eval_transform(size: Sequence[int], mean: Sequence[float], std: Sequence[flo
     """
     if fit not in FITS:
         raise ValueError(f"Unknown fit {fit!r}; choose from {', '.join(FITS)}.")
-    steps = [v2.Lambda(_to_landscape), *([_fit_aspect(size)] if fit == "pad" else [])]
+    steps = fit_to_input(size) if fit == "pad" else [v2.Lambda(_to_landscape)]
     return v2.Compose([*steps, v2.Resize(tuple(size), antialias=True), *_normalise(mean, std)])
 
 
