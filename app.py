@@ -5,12 +5,16 @@ Streamlit's own icon font, so no emoji font is needed). The folder is deliberate
 pages/: while a pages/ folder sits beside the entry point, a fresh server answers a deep link
 (/Diagnose) the old way, running the page script alone under Streamlit's automatic menu (with the
 home page listed as "app") instead of this one. The URL paths are the ones that menu used, so old
-links keep working.
+links keep working. Before anything runs, ui.upload_race guards the file uploader against a
+Streamlit race that loses uploads on a busy server.
 """
 from __future__ import annotations
 
 import streamlit as st
 
+from ui.upload_race import keep_upload_answers
+
+keep_upload_answers()  # once per server process: see ui/upload_race.py
 st.set_page_config(page_icon=":material/biotech:", layout="wide")
 st.navigation([
     st.Page("app_pages/0_Home.py", title="Home", icon=":material/home:", default=True),

@@ -33,6 +33,7 @@ from core.inference import Predictor  # noqa: E402
 from core.model.bundle import load_bundle  # noqa: E402
 from core.model.calibration import Calibration, binary_reliability, ece_from_bins, reliability_bins  # noqa: E402
 from core.model.evaluate import (  # noqa: E402
+    MIN_TRAININGS,
     binary_scores,
     class_indices,
     deployed_scorers,
@@ -85,20 +86,24 @@ def quality_table(args: argparse.Namespace) -> None:
         print(f"{name:34s} {values['balanced_accuracy']:8.3f} {marks['balanced_accuracy']:>6s} "
               f"{values['melanoma_auroc']:9.3f} {marks['melanoma_auroc']:>7s} {values['malignant_auroc']:10.3f} "
               f"{marks['malignant_auroc']:>8s} {ece_text:>20s} {ece_ok:>4s}")
-    print("\nPaired differences on the same test images (lesion-bootstrap 95% interval; containing 0 = a tie):")
-    pairs = [("fusion (metadata given) - image-only", (fusion["all_inputs"], score), (image["all_inputs"], image_score)),
+    print("\nPaired differences on the same test images (lesion-bootstrap 95% interval; containing 0 = a tie; "
+          f"between separately trained models, clear of 0 with fewer than {MIN_TRAININGS} trainings each = unconfirmed):")
+    # (label, A, B, trainings behind each side: None for one model against itself)
+    pairs = [("fusion (metadata given) - image-only", (fusion["all_inputs"], score), (image["all_inputs"], image_score), 1),
              ("fusion (metadata given) - fusion (withheld)", (fusion["all_inputs"], score),
-              (fusion["metadata_withheld"], score)),
+              (fusion["metadata_withheld"], score), None),
              ("fusion (metadata withheld) - image-only", (fusion["metadata_withheld"], score),
-              (image["all_inputs"], image_score))]
+              (image["all_inputs"], image_score), 1)]
     differences = []
-    for label, (a, score_a), (b, score_b) in pairs:
+    for label, (a, score_a), (b, score_b), trainings in pairs:
         parts = []
         for metric in TARGETS:  # each model scored with its own card's decision rule
             diff, lo, hi = paired_difference(lambda rows: score_a[metric](rows, a), lambda rows: score_b[metric](rows, b),
                                              groups, args.bootstrap)
-            parts.append(f"{metric} {diff:+.3f} [{lo:+.3f}, {hi:+.3f}] {difference_verdict(lo, hi)}")
-            differences.append({"comparison": label, "metric": metric, "difference": diff, "ci95": [lo, hi]})
+            verdict = difference_verdict(lo, hi, trainings)
+            parts.append(f"{metric} {diff:+.3f} [{lo:+.3f}, {hi:+.3f}] {verdict}")
+            differences.append({"comparison": label, "metric": metric, "difference": diff, "ci95": [lo, hi],
+                                "trainings": trainings, "verdict": verdict})
         print(f"  {label:44s} " + "; ".join(parts))
     if args.json:
         args.json.write_text(json.dumps({

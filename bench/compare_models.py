@@ -413,7 +413,8 @@ def score_row(bundle: Path, row: Row, data: Data) -> tuple[FusionNet, LesionData
 
 def paired_with_reference(row_id: str, row: Scored, reference: Scored, n_boot: int) -> list[dict[str, Any]]:
     """row - reference for each headline metric on the same test images, each model by its own card's
-    decision rule, with the paired lesion-bootstrap interval and how it may be worded."""
+    decision rule, with the paired lesion-bootstrap interval and how it may be worded (one training
+    of each model here, so a difference clear of 0 is "unconfirmed")."""
     if not np.array_equal(np.sort(row.image_ids), np.sort(reference.image_ids)):
         raise ValueError(f"{row_id} and {REFERENCE} were scored on different test images.")
     order = pd.Series(np.arange(len(row.image_ids)), index=row.image_ids)[reference.image_ids].to_numpy()
@@ -424,7 +425,7 @@ def paired_with_reference(row_id: str, row: Scored, reference: Scored, n_boot: i
         diff, lo, hi = paired_difference(lambda rows: score[metric](rows, probs),
                                          lambda rows: score_ref[metric](rows, reference.probs), reference.groups, n_boot)
         out.append({"comparison": f"{row_id} - {REFERENCE}", "metric": metric, "difference": diff, "ci95": [lo, hi],
-                    "verdict": difference_verdict(lo, hi)})
+                    "trainings": 1, "verdict": difference_verdict(lo, hi, trainings=1)})
     return out
 
 

@@ -12,6 +12,9 @@ probability chart and the three Grad-CAM panels are shown, and switch the heatma
 --analyses analyses. Then --memory-analyses more are spread over the most sessions, with the
 server's memory (resident set of its process tree) before and after.
 
+The server log is searched for uploads that ui.upload_race rescued (Streamlit alone would have
+lost them: the uploader's URL answer dropped by a starting script run), and their count printed.
+
 Every shown suggested class and malignant and melanoma risk is compared with a serial Predictor
 run on the same image and metadata, to the displayed precision: a difference is cross-talk (and
 an error). The time to result runs from the upload to the moment the page shows it all; the
@@ -39,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core import config  # noqa: E402
 from core.model.concurrency import SLOTS_ENV, available_cores, threads_per_call  # noqa: E402
 from core.inference import Predictor  # noqa: E402
+from ui.upload_race import KEPT_MESSAGE  # noqa: E402
 from tests.live_app import (  # noqa: E402
     Analysis,
     DiagnosePage,
@@ -170,6 +174,9 @@ def serve(slots: int, args: argparse.Namespace, lesions: list[Lesion], expected:
             finally:
                 for driver in drivers:
                     driver.quit()
+                kept = (Path(tmp) / "streamlit.log").read_text(errors="replace").count(KEPT_MESSAGE)
+                print(f"slots {slots}: uploads whose URLs ui.upload_race kept from a starting run's queue clear "
+                      f"(each one an upload Streamlit alone would have lost): {kept}", flush=True)
 
 
 def table(phases: list[Phase]) -> str:

@@ -96,9 +96,11 @@ def live_app(env: dict[str, str], log_path: Path, port: int = 0) -> Iterator[Liv
             _wait_healthy(url, proc, START_TIMEOUT)
             yield LiveApp(url, proc.pid)
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
             try:
+                os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(20)
+            except ProcessLookupError:  # killed already (the fault tests SIGKILL it)
+                proc.wait()
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
@@ -197,7 +199,11 @@ function seen() {
           skeletons: all("[data-testid='stSkeleton']").length,
           headings: all("[data-testid='stHeading']").map(e => e.innerText.trim()),
           captions: all("[data-testid='stImageCaption']").map(e => e.innerText.trim()),
-          images_loaded: all("[data-testid='stImage'] img").map(i => i.complete && i.naturalWidth > 0)};
+          images_loaded: all("[data-testid='stImage'] img").map(i => i.complete && i.naturalWidth > 0),
+          uploader_files: all("[data-testid='stFileUploaderFileName']").map(e => e.innerText.trim()),
+          input_files: all(".st-key-diagnose_upload input[type='file']").map(i => i.files.length),
+          alerts: all("[data-testid='stAlert']").map(e => e.innerText.trim().slice(0, 200)),
+          states: window.liveStates, marks: window.liveMarks};
 }
 const deadline = Date.now() + 1000 * wait;
 let idleSince = null;
@@ -218,8 +224,11 @@ const timer = setInterval(() => {
 _COUNT_RUNS_JS = """
 const app = document.querySelector("[data-testid='stApp']");
 window.liveRunsEnded = 0;
+window.liveStates = [];
 new MutationObserver(records => {
   window.liveRunsEnded += records.filter(r => r.oldValue === "running").length;
+  for (const r of records) window.liveStates.push([Date.now() / 1000, r.oldValue, app.getAttribute("data-test-script-state")]);
+  window.liveStates = window.liveStates.slice(-12);
 }).observe(app, {attributes: true, attributeOldValue: true, attributeFilter: ["data-test-script-state"]});
 """
 
@@ -320,6 +329,7 @@ class DiagnosePage:
         field_ = self._element(".st-key-diagnose_upload input[type='file']")
         self.driver.execute_script("arguments[0].value = '';", field_)  # chromedriver adds to a multiple input's files
         before, started = self._runs(), time.time()
+        self.driver.execute_script("window.liveMarks = (window.liveMarks || []).concat([[Date.now() / 1000, 'upload']]).slice(-6);")
         field_.send_keys(str(lesion.image))
         state = self._settled(lesion, after=before)
         self.shown, self.method = lesion, state["method"]
@@ -328,6 +338,16 @@ class DiagnosePage:
             match = re.search(re.escape(label) + r": (\d+(?:\.\d+)?%)", state["text"])
             readout[label] = match.group(1) if match else "not shown"
         return state["at"] - started, readout
+
+    def logged(self) -> int:
+        """How many analyses the page says this session has in the audit log (its own-log expander)."""
+        from selenium.webdriver.common.by import By
+
+        for summary in self.driver.find_elements(By.CSS_SELECTOR, "[data-testid='stExpander'] summary"):
+            match = re.search(r"your analyses in this session \((\d+)\)", summary.text)
+            if match:
+                return int(match.group(1))
+        raise PageError("the page shows no audit log of this session")
 
     def switch_method(self) -> float:
         """Switch the heatmap method (default <-> OTHER_METHOD); seconds until the new heatmap shows."""

@@ -58,3 +58,34 @@ def test_the_root_comes_from_the_environment(root, monkeypatch):
     assert data_root() is None
     monkeypatch.setenv(DATA_ENV, str(root / "ham10000" / ".."))
     assert data_root() == root.resolve()
+
+
+def test_linked_images_and_datasets_outside_the_root_are_not_read(root, monkeypatch):
+    """A dataset inside the root whose image files (or whose folder) link elsewhere: those images are
+    dropped from what the pages read, and a linked dataset folder is not offered."""
+    import pandas as pd
+
+    from core.data.root import confine_images, inside
+    from ui.explorer import datasets_under
+
+    images = root / "ham10000" / "HAM10000_images_part_1"
+    images.mkdir()
+    (images / "ISIC_0000001.jpg").write_bytes(b"inside")
+    (root.parent / "secret" / "ISIC_0000002.jpg").write_bytes(b"outside")
+    (images / "ISIC_0000002.jpg").symlink_to(root.parent / "secret" / "ISIC_0000002.jpg")
+    frame = pd.DataFrame({"image_id": ["ISIC_0000001", "ISIC_0000002", "ISIC_0000003"],
+                          "image_path": [str(images / "ISIC_0000001.jpg"), str(images / "ISIC_0000002.jpg"), None]})
+    kept = confine_images(frame, root)
+    assert kept["image_path"].iloc[0] == str(images / "ISIC_0000001.jpg")
+    assert kept["image_path"].notna().tolist() == [True, False, False]
+    untouched = frame.iloc[[0, 2]]
+    assert confine_images(untouched, root) is untouched
+    assert inside(root, root / "ham10000") and not inside(root, images / "ISIC_0000002.jpg")
+
+    (root.parent / "secret" / "HAM10000_metadata.csv").write_text(
+        "lesion_id,image_id,dx,dx_type,age,sex,localization\nHAM_1,ISIC_0000002,nv,histo,50,male,back\n")
+    (root / "elsewhere").symlink_to(root.parent / "secret", target_is_directory=True)
+    datasets_under.clear()
+    offered = datasets_under(str(root))
+    assert all(inside(root, path) for path in offered.values())
+    assert not any("elsewhere" in label for label in offered)

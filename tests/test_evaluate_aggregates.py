@@ -158,6 +158,11 @@ def test_centre_square_takes_the_middle_of_the_longer_side() -> None:
 def test_difference_verdict_calls_an_interval_holding_zero_a_tie() -> None:
     assert difference_verdict(-0.01, 0.03) == "tie" and difference_verdict(0.0, 0.03) == "tie"
     assert difference_verdict(0.002, 0.03) == "better" and difference_verdict(-0.05, -0.01) == "worse"
+    # separately trained models: one or two trainings each are no basis for a claim, three are
+    assert difference_verdict(-0.05, -0.01, trainings=1) == "unconfirmed"
+    assert difference_verdict(0.002, 0.03, trainings=2) == "unconfirmed"
+    assert difference_verdict(-0.01, 0.03, trainings=1) == "tie"
+    assert difference_verdict(0.002, 0.03, trainings=3) == "better"
 
 
 def test_deployed_scorers_by_hand() -> None:

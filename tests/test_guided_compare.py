@@ -168,3 +168,20 @@ def test_rows_are_paired_with_the_default_image_by_image(bench) -> None:
     with pytest.raises(ValueError, match="different test images"):
         bench.paired_with_reference("other", bench.Scored(card, probs, labels, groups, np.roll(ids, 1) + "x"),
                                     reference, 10)
+
+
+def test_the_difference_plot_words_ties_and_unconfirmed_differences() -> None:
+    from core.figures.performance import difference_figure, verdict_of
+
+    differences = [
+        {"comparison": "a - ref", "metric": "balanced_accuracy", "difference": -0.1, "ci95": [-0.15, -0.05],
+         "trainings": 1, "verdict": "unconfirmed"},
+        {"comparison": "b - ref", "metric": "balanced_accuracy", "difference": 0.01, "ci95": [-0.02, 0.04],
+         "trainings": 1, "verdict": "tie"},
+        {"comparison": "given - withheld", "metric": "balanced_accuracy", "difference": 0.02, "ci95": [0.01, 0.03]},
+    ]
+    assert [verdict_of(d) for d in differences] == ["unconfirmed", "tie", "better"]
+    trace = difference_figure(differences).data[0]
+    assert list(trace.y) == ["a - ref", "b - ref", "given - withheld"]
+    assert list(trace.text) == ["1 training each", "tie", ""]
+    assert len(set(trace.marker.color)) == 3

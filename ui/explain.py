@@ -22,7 +22,7 @@ import torch
 from core.clinic.imageio import load_rgb
 from core.config import CLASS_NAMES, SPLITS_DIR
 from core.data.metadata import UNKNOWN
-from core.data.root import data_root
+from core.data.root import confine_images, data_root
 from core.errors import InputError
 from core.explain import heatmap, importance
 from core.figures import explain as ef
@@ -55,6 +55,7 @@ def dataset_index(root: str, split_file: str) -> pd.DataFrame:
     from core.data.datasets import load_ham10000
 
     frame, _ = load_ham10000(root)
+    frame = confine_images(frame, data_root() or root)
     split = pd.read_csv(split_file) if Path(split_file).is_file() else None
     if split is not None:
         frame = frame.merge(split, on="image_id", how="left")

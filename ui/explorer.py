@@ -21,7 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from core.data.datasets import find_datasets, load_ham10000, load_metadata_csv
-from core.data.root import DATA_ENV, data_root, resolve_under
+from core.data.root import DATA_ENV, confine_images, data_root, inside, resolve_under
 from core.eda import tables as eda
 from core.eda.dataset_stats import STATS_FILE, DatasetStats, colour_indices, image_histograms, read_stats
 from core.errors import InputError
@@ -70,6 +70,9 @@ def _load_path(path: str, mtime: float) -> tuple[pd.DataFrame, pd.DataFrame, str
         layout = "ham10000"
     else:
         frame, report, layout = load_metadata_csv(target, image_root=target.parent)
+    root = data_root()
+    if root is not None:  # the gallery and the colour statistics read these files
+        frame = confine_images(frame, root)
     return frame, eda.to_cube(frame), layout, report.duplicates_dropped
 
 
@@ -86,8 +89,9 @@ def _load_stored(path: str, mtime: float) -> DatasetStats:
 
 @st.cache_data(show_spinner=False, ttl=60)
 def datasets_under(root: str) -> dict[str, Path]:
-    """The datasets under DERMO_DATA_DIR (re-scanned at most once a minute); the Explanations page shares it."""
-    return find_datasets(root)
+    """The datasets under DERMO_DATA_DIR (re-scanned at most once a minute), without any that a link
+    leads outside it; the Explanations page shares it."""
+    return {label: path for label, path in find_datasets(root).items() if inside(root, path)}
 
 
 def _mtime(path: Path) -> float:

@@ -16,7 +16,7 @@ from core.clinic.report import calibration_text, threshold_cost_lines
 from core.config import REPO_ROOT
 from core.errors import InputError
 from core.figures import performance as pf
-from core.model.evaluate import difference_verdict
+from core.model.evaluate import MIN_TRAININGS
 
 #: Environment variable naming the comparison study's results file.
 COMPARISON_ENV = "DERMO_COMPARISON"
@@ -225,11 +225,17 @@ def comparison_section() -> None:
 def differences_view(differences: list[dict[str, Any]], key: str) -> None:
     """The difference plot, and the ties named under it."""
     st.plotly_chart(pf.difference_figure(differences), key=key)
-    ties = [f"{d['comparison']}, {pf.DIFFERENCE_METRICS[d['metric']]}" for d in differences
-            if difference_verdict(*d["ci95"]) == "tie"]
+    def named(verdict: str) -> list[str]:
+        return [f"{d['comparison']}, {pf.DIFFERENCE_METRICS[d['metric']]}" for d in differences
+                if pf.verdict_of(d) == verdict]
+
+    ties, unconfirmed = named("tie"), named("unconfirmed")
     st.caption("Points: the difference on the test split; bars: its 95% interval. An interval that contains 0 "
                "is a tie: this test split cannot tell the two apart. "
-               + (f"Ties: {'; '.join(ties)}." if ties else "No tie."))
+               + (f"Ties: {'; '.join(ties)}. " if ties else "No tie. ")
+               + (f"Clear of 0 but from one training of each model, so not claimed (a claim needs "
+                  f"{MIN_TRAININGS} trainings, seeds, of each: the interval leaves out run-to-run variance): "
+                  f"{'; '.join(unconfirmed)}." if unconfirmed else ""))
 
 
 def paired_differences_section() -> None:

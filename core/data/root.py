@@ -3,13 +3,17 @@
 The root is the folder the DERMO_DATA_DIR environment variable names; without it, the pages read
 no folder on the server at all. A path a user types or chooses is resolved (`..` and every
 symbolic link followed) before it is checked, so neither `../..`, nor a link pointing out of the
-root, nor an absolute path elsewhere can lead outside it.
+root, nor an absolute path elsewhere can lead outside it. The same holds for what a dataset inside
+the root points to: datasets found by a scan and the image files a metadata table links are kept
+only if they resolve inside the root (`inside`, `confine_images`).
 """
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
+
+import pandas as pd
 
 from core.errors import InputError
 
@@ -42,3 +46,19 @@ def resolve_under(root: Path | str, path: Path | str) -> Path:
     how = " through a symbolic link" if lexical.is_relative_to(base) else ""
     raise InputError(f"{path} leads outside the data folder {base}{how}: only files and folders inside it can be "
                      "read.")
+
+
+def inside(root: Path | str, path: Path | str) -> bool:
+    """Whether `path`, resolved (links followed), lies inside `root`."""
+    return Path(path).expanduser().resolve().is_relative_to(Path(root).expanduser().resolve())
+
+
+def confine_images(frame: pd.DataFrame, root: Path | str) -> pd.DataFrame:
+    """`frame` with every image_path that resolves outside `root` (a linked file or folder pointing
+    elsewhere) set to None: the pages never read an image from outside the data root."""
+    paths = frame["image_path"]
+    outside = paths.notna() & ~paths.map(lambda p: p is None or pd.isna(p) or inside(root, p))
+    if not outside.any():
+        return frame
+    log.warning("%d image files of the dataset lead outside the data folder %s: not read", int(outside.sum()), root)
+    return frame.assign(image_path=paths.where(~outside, None))

@@ -247,10 +247,20 @@ DIFFERENCE_METRICS = {"balanced_accuracy": "balanced accuracy", "melanoma_auroc"
                       "malignant_auroc": "malignant AUROC"}
 
 
+VERDICT_COLOURS = {"tie": "#9a9a9a", "unconfirmed": "#c07a00"}
+VERDICT_TEXT = {"tie": "tie", "unconfirmed": "1 training each"}
+
+
+def verdict_of(difference: dict[str, Any]) -> str:
+    """A stored difference's verdict (written with its training count), else the interval's."""
+    return difference.get("verdict") or difference_verdict(*difference["ci95"])
+
+
 def difference_figure(differences: list[dict[str, Any]]) -> go.Figure:
     """Paired differences (A - B, both scored on the same test images), one panel per metric, each
     with its lesion-bootstrap 95% interval and a line at 0. A difference whose interval holds 0 is a
-    tie: drawn grey and labelled so."""
+    tie: drawn grey and labelled so; one between models with too few trainings to claim it is
+    "unconfirmed": drawn amber and labelled with that."""
     comparisons = list(dict.fromkeys(d["comparison"] for d in differences))
     fig = make_subplots(rows=1, cols=len(DIFFERENCE_METRICS), shared_yaxes=True, horizontal_spacing=0.04,
                         subplot_titles=list(DIFFERENCE_METRICS.values()))
@@ -259,10 +269,10 @@ def difference_figure(differences: list[dict[str, Any]]) -> go.Figure:
         shown = [c for c in comparisons if c in rows]
         diff = np.array([rows[c]["difference"] for c in shown], dtype=float)
         lo, hi = (np.array([rows[c]["ci95"][i] for c in shown], dtype=float) for i in (0, 1))
-        tie = np.array([difference_verdict(low, high) == "tie" for low, high in zip(lo, hi)], dtype=bool)
+        verdicts = [verdict_of(rows[c]) for c in shown]
         fig.add_trace(go.Scatter(x=diff, y=shown, mode="markers+text", showlegend=False,
-                                 marker={"size": 10, "color": np.where(tie, "#9a9a9a", "#1f4e79")},
-                                 text=np.where(tie, "tie", ""), textposition="top center",
+                                 marker={"size": 10, "color": [VERDICT_COLOURS.get(v, "#1f4e79") for v in verdicts]},
+                                 text=[VERDICT_TEXT.get(v, "") for v in verdicts], textposition="top center",
                                  error_x={"type": "data", "symmetric": False, "array": hi - diff,
                                           "arrayminus": diff - lo, "color": "#555555"},
                                  hovertemplate="%{y}<br>%{x:+.3f}<extra></extra>"), row=1, col=col)

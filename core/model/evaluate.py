@@ -465,9 +465,22 @@ def deployed_scorers(card: dict[str, Any], labels: np.ndarray) -> dict[str, Call
     }
 
 
-def difference_verdict(low: float, high: float) -> str:
-    """How a difference with this 95% interval may be worded: a tie when the interval holds 0."""
-    return "tie" if low <= 0 <= high else ("better" if low > 0 else "worse")
+#: Trainings (seeds) each side needs before a difference between separately trained models is claimed.
+MIN_TRAININGS = 3
+
+
+def difference_verdict(low: float, high: float, trainings: int | None = None) -> str:
+    """How a difference with this 95% interval may be worded: a tie when the interval holds 0.
+
+    `trainings`: for models trained separately, the fewest trainings (seeds) behind either side. The
+    lesion bootstrap leaves out run-to-run variance, so under MIN_TRAININGS an interval clear of 0 is
+    "unconfirmed", never better or worse. None: one model against itself (metadata given vs withheld),
+    where no training differs."""
+    if low <= 0 <= high:
+        return "tie"
+    if trainings is not None and trainings < MIN_TRAININGS:
+        return "unconfirmed"
+    return "better" if low > 0 else "worse"
 
 
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
