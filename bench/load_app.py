@@ -18,7 +18,8 @@ lost them: the uploader's URL answer dropped by a starting script run), and thei
 Every shown suggested class and malignant and melanoma risk is compared with a serial Predictor
 run on the same image and metadata, to the displayed precision: a difference is cross-talk (and
 an error). The time to result runs from the upload to the moment the page shows it all; the
-throughput is analyses per second of wall time, the browsers sharing the machine with the server.
+throughput is analyses per second of wall time, the browsers sharing the machine with the server;
+the CPU time the server and the browsers each used per analysis shows how the cores were shared.
 
 Targets on 2 cores (the chosen bound, the first --model-slots value): at the most sessions no
 errors and no cross-talk, and at least 80% of the one-session throughput; memory growth under
@@ -27,6 +28,7 @@ errors and no cross-talk, and at least 80% of the one-session throughput; memory
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -61,8 +63,11 @@ MEMORY_TARGET_MB = 200.0
 MEMORY_TARGET_ANALYSES = 200
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of `pid` and all its descendants (Linux /proc), in MB."""
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pids: list[int]) -> list[int]:
+    """`pids` and every process below them (Linux /proc)."""
     children: dict[int, list[int]] = defaultdict(list)
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -70,16 +75,36 @@ def tree_rss_mb(pid: int) -> float:
         except (OSError, IndexError, ValueError):  # a process that ended meanwhile
             continue
         children[ppid].append(int(stat.parent.name))
-    total_kb, todo = 0, [pid]
+    found, todo = [], list(pids)
     while todo:
         current = todo.pop()
+        found.append(current)
         todo.extend(children[current])
+    return found
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of `pid` and all its descendants, in MB."""
+    total_kb = 0
+    for current in _descendants([pid]):
         try:
             lines = Path(f"/proc/{current}/status").read_text().splitlines()
         except OSError:
             continue
         total_kb += next((int(line.split()[1]) for line in lines if line.startswith("VmRSS:")), 0)
     return total_kb / 1024
+
+
+def tree_cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system, with that of reaped children) of `pids` and all their descendants."""
+    ticks = 0
+    for current in _descendants(pids):
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / TICKS
 
 
 @dataclass
@@ -91,6 +116,8 @@ class Phase:
     analyses: list[Analysis]
     wall: float
     rss_mb: float
+    server_cpu: float = float("nan")  # CPU seconds of the server's process tree during the phase
+    browser_cpu: float = float("nan")  # the same for the browsers (chromedriver and Chromium)
 
     @property
     def errors(self) -> list[str]:
@@ -159,9 +186,12 @@ def serve(slots: int, args: argparse.Namespace, lesions: list[Lesion], expected:
                 print(f"slots {slots}: server up, {most} browsers open, warm-up {'ok' if not warm[0].error else warm[0].error}"
                       f"; server RSS {tree_rss_mb(app.pid):.0f} MB", flush=True)
                 phases = []
+                browsers = [driver.service.process.pid for driver in drivers]
                 for n in args.sessions:
+                    server_cpu, browser_cpu = tree_cpu_seconds([app.pid]), tree_cpu_seconds(browsers)
                     analyses, wall = run_sessions(pages[:n], deal(lesions, n, args.analyses), expected, report)
-                    phases.append(Phase(slots, n, analyses, wall, tree_rss_mb(app.pid)))
+                    phases.append(Phase(slots, n, analyses, wall, tree_rss_mb(app.pid),
+                                        tree_cpu_seconds([app.pid]) - server_cpu, tree_cpu_seconds(browsers) - browser_cpu))
                     print(f"  {n} session(s): {len(analyses)} analyses in {wall:.1f} s", flush=True)
                 run = (float("nan"), float("nan"), 0, None)
                 if memory and args.memory_analyses:
@@ -183,8 +213,9 @@ def table(phases: list[Phase]) -> str:
     single = {p.slots: p.throughput for p in phases if p.sessions == 1}
     cores = available_cores()
     lines = ["| model slots (torch threads each) | sessions | analyses | errors | cross-talk | time to result p50 / p95 (s) "
-             "| new heatmap p50 (s) | analyses/s | vs 1 session | server RSS after (MB) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| new heatmap p50 (s) | analyses/s | vs 1 session | CPU s per analysis: server / browsers "
+             "| server RSS after (MB) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p in phases:
         results = p.seconds("to_result")
         ratio = f"{p.throughput / single[p.slots]:.0%}" if p.slots in single else "n/a"
@@ -192,6 +223,7 @@ def table(phases: list[Phase]) -> str:
         lines.append(f"| {slots} | {p.sessions} | {len(p.analyses)} | {len(p.errors)} | {p.mismatches} "
                      f"| {percentile(results, 50):.2f} / {percentile(results, 95):.2f} "
                      f"| {percentile(p.seconds('to_new_heatmap'), 50):.2f} | {p.throughput:.2f} | {ratio} "
+                     f"| {p.server_cpu / len(p.analyses):.2f} / {p.browser_cpu / len(p.analyses):.2f} "
                      f"| {p.rss_mb:.0f} |")
     return "\n".join(lines)
 

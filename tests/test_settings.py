@@ -25,6 +25,12 @@ def test_uploads_are_limited(config):
     assert isinstance(config["server"]["maxUploadSize"], int) and 1 <= config["server"]["maxUploadSize"] <= 50
 
 
+def test_no_source_watching_on_the_server(config):
+    """The watcher walks every loaded module on every script run, on the event loop all sessions share."""
+    assert config["server"]["fileWatcherType"] == "none"
+    assert config["server"].get("runOnSave", False) is False
+
+
 def test_the_secrets_file_is_never_committed():
     assert "/.streamlit/secrets.toml" in (REPO_ROOT / ".gitignore").read_text().splitlines()
 
