@@ -40,6 +40,9 @@ START_TIMEOUT = 180
 STEP_TIMEOUT = int(os.environ.get("LIVE_STEP_TIMEOUT", 240))
 SUGGESTED = "Suggested class"
 QUIET = 1.0
+#: Seconds a page may stay disconnected from the server (Streamlit reconnects by itself) before a
+#: wait ends with an error instead of running to STEP_TIMEOUT.
+LOST = 10.0
 #: The heatmap method each analysis switches to from the default (and back, on the next analysis).
 OTHER_METHOD = "Grad-CAM++"
 
@@ -205,16 +208,27 @@ function seen() {
           alerts: all("[data-testid='stAlert']").map(e => e.innerText.trim().slice(0, 200)),
           states: window.liveStates, marks: window.liveMarks};
 }
+function connection() {
+  const app = document.querySelector("[data-testid='stApp']");
+  return app && app.getAttribute("data-test-connection-state");
+}
 const deadline = Date.now() + 1000 * wait;
-let idleSince = null;
+let idleSince = null, lostSince = null;
 const timer = setInterval(() => {
+  const link = connection();
+  lostSince = !link || link === "CONNECTED" ? null : (lostSince || Date.now());
+  if (lostSince !== null && Date.now() - lostSince >= %d) {
+    clearInterval(timer);
+    done({error: "the page lost the server (connection state " + link + ")"});
+    return;
+  }
   const s = state();
   idleSince = s === null ? null : (idleSince || Date.now());
   const ran = after === null || (window.liveRunsEnded || 0) > after || Date.now() - idleSince >= %d;
   if (s !== null && ran) { clearInterval(timer); s.at = Date.now() / 1000; done(s); }
   else if (Date.now() > deadline) { clearInterval(timer); done({timeout: JSON.stringify(seen())}); }
 }, 50);
-""" % (SUGGESTED, 1000 * QUIET)
+""" % (SUGGESTED, 1000 * LOST, 1000 * QUIET)
 
 
 #: Counts the script runs that end (the page may still read "notRunning" just after a click, before
