@@ -168,6 +168,13 @@ def save_results(results: dict[str, Any], path: Path) -> None:
     comparison_table(results).to_csv(path.with_suffix(".csv"), index=False)
 
 
+def without_figures(entry: dict[str, Any], status: str, note: str) -> None:
+    """A row that has no figures in this study: any from an earlier run of it are dropped with them."""
+    kept = {k: entry[k] for k in ("id", "label")}
+    entry.clear()
+    entry.update(kept, status=status, note=note)
+
+
 def row_entry(results: dict[str, Any], row: Row) -> dict[str, Any]:
     for entry in results["rows"]:
         if entry["id"] == row.id:
@@ -548,13 +555,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if row.heavy:
             reason = heavy_reason(row, args)
             if reason:
-                entry.update({"status": "not trained", "note": reason})
+                without_figures(entry, "not trained", reason)
                 save_results(results, args.out)
                 continue
         if row.id == "lite0-heatmap-fusion" and not args.force_lite0_heatmap:
             ok, why = promising(results)
             if not ok:
-                entry.update({"status": "skipped", "note": f"Not trained: row 2 showed no promise ({why})."})
+                without_figures(entry, "skipped", f"Not trained: row 2 showed no promise ({why}).")
                 save_results(results, args.out)
                 continue
             reason_trained = f"Trained because row 2 showed promise ({why})."

@@ -185,3 +185,10 @@ def test_the_difference_plot_words_ties_and_unconfirmed_differences() -> None:
     assert list(trace.y) == ["a - ref", "b - ref", "given - withheld"]
     assert list(trace.text) == ["1 training each", "tie", ""]
     assert len(set(trace.marker.color)) == 3
+
+
+def test_a_row_without_figures_keeps_none_from_an_earlier_run(bench) -> None:
+    entry = {"id": "lite0-heatmap-fusion", "label": "row 5", "status": "done", "metrics": {"accuracy": 0.7},
+             "bundle": "gone", "note": "old"}
+    bench.without_figures(entry, "skipped", "Not trained: no promise.")
+    assert entry == {"id": "lite0-heatmap-fusion", "label": "row 5", "status": "skipped", "note": "Not trained: no promise."}
