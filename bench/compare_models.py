@@ -574,10 +574,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     continue
                 entry["note"] = f"The committed bundle weights/{row.reuse}, evaluated, not retrained."
             else:
-                entry["note"] = " ".join(filter(None, [
+                note = " ".join(filter(None, [
                     reason_trained, f"Trained here: core.model.train {' '.join(row_train_args(row, args.weights_dir))} "
                                     "(the bundle stays under "
                                     "--work-dir, by default runs/compare/bundles; not committed)."]))
+                if not (args.work_dir / "bundles" / row.id / CARD_FILE).is_file():
+                    # until it is evaluated, the results file says it is in training, with no figures of an
+                    # earlier run (a study stopped mid-training leaves that, not stale figures)
+                    without_figures(entry, "training", f"Being trained (resumable: re-run to continue). {note}")
+                    save_results(results, args.out)
+                entry["note"] = note
                 data_dir = data.guided_dir() if row.guided else args.data
                 try:
                     bundle = train(args, row, data_dir, args.split_file, args.work_dir / "bundles" / row.id,
