@@ -84,7 +84,9 @@ def charts(at: AppTest) -> int:
 def test_performance_page_from_stored_aggregates(full_bundle: Path, env, tmp_path: Path) -> None:
     env.setenv("DERMO_MODEL_DIR", str(full_bundle))
     (tmp_path / "comparison.json").write_text(json.dumps({"description": "test", "rows": [
-        {"label": "papercnn", "status": "skipped", "note": "not run in this test"}]}))
+        {"label": "papercnn", "status": "skipped", "note": "not run in this test"}], "differences": [
+        {"comparison": "papercnn-fusion - lite0-fusion", "metric": metric, "difference": -0.1, "ci95": [-0.15, -0.05],
+         "trainings": 1, "verdict": "unconfirmed"} for metric in ("balanced_accuracy", "melanoma_auroc", "malignant_auroc")]}))
     (tmp_path / "paired_differences.json").write_text(json.dumps({
         "description": "test", "n_images": 42, "n_lesions": 21, "bootstrap": 20, "differences": [
             {"comparison": comparison, "metric": metric, "difference": diff, "ci95": [diff - 0.02, diff + 0.02]}
@@ -92,9 +94,11 @@ def test_performance_page_from_stored_aggregates(full_bundle: Path, env, tmp_pat
             for metric in ("balanced_accuracy", "melanoma_auroc", "malignant_auroc")]}))
     at = run(PERF)
     # confusion, history, 2x ROC/PR, operating point, 3 reliability (malignant, melanoma, top), subgroups,
-    # paired differences; no evaluated comparison row
-    assert charts(at) == 10
+    # paired differences, the comparison rows against the default; no evaluated comparison row
+    assert charts(at) == 11
     assert any("Ties: A - B, balanced accuracy; A - B, melanoma AUROC; A - B, malignant AUROC." in c.value
+               for c in at.caption)
+    assert any("not claimed" in c.value and "papercnn-fusion - lite0-fusion, balanced accuracy" in c.value
                for c in at.caption)
     assert not at.error
     assert len(at.dataframe) >= 3  # per class, subgroups, comparison
@@ -102,7 +106,7 @@ def test_performance_page_from_stored_aggregates(full_bundle: Path, env, tmp_pat
     assert not at.exception
     at.radio(key="perf_confusion_mode").set_value("Row-normalised").run()
     at.selectbox(key="perf_subgroup_by").set_value("age band").run()
-    assert not at.exception and charts(at) == 10
+    assert not at.exception and charts(at) == 11
     assert_toolbar_room(at)
 
 
