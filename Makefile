@@ -49,7 +49,7 @@ evaluate: $(STAMP)
 	$(PY) -m core.model.evaluate --bundle weights/image-lite0
 
 # -- explanations, performance aggregates and the papers' comparison ---------------------------
-.PHONY: card explain compare compare-defaults calibrate
+.PHONY: card explain compare compare-defaults compare-trainings calibrate
 
 # Store test metrics plus the Model performance page's aggregates (curves, operating points,
 # calibration bins, subgroups) in each committed bundle's card.
@@ -93,6 +93,12 @@ compare-budget: $(STAMP)
 	$(PY) bench/compare_models.py --threads 1 --train-only --rows papercnn-heatmap-fusion > runs/compare-heatmap.log 2>&1; \
 	wait
 	$(PY) bench/compare_models.py --threads $(THREADS) --cv-models --re-evaluate
+
+# The comparison with 3 trainings (seeds 42, 43, 44) of every row, so that differences between rows can
+# be claimed (a claim needs 3 trainings of each): about 10 CPU-hours on 2 cores beyond `compare-budget`
+# (rows 1-2: two more trainings of about 35 minutes each; rows 3-5: two or three of about 65). Resumable.
+compare-trainings: $(STAMP)
+	$(PY) bench/compare_models.py --threads $(THREADS) --trainings 3 --cv-models
 
 # -- validation on a clinic's own labelled set (core.validation.validate) ------------------------
 .PHONY: validate bench-validate

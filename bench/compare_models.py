@@ -20,6 +20,11 @@ evaluated row is also compared with row 4, the app's default, paired: both score
 resampled test lesions (core.model.evaluate.paired_difference), the interval on the difference. Models in
 --cv-models also get lesion-grouped k-fold cross-validation over all images (mean +- sd).
 
+--trainings N trains each trainable row N times (seeds --seed, --seed+1, ...; a reused bundle counts
+as the first, the others repeat its recorded recipe) and compares rows on the statistic averaged over
+their trainings: a difference between separately trained models is claimed (better / worse) only with
+3 trainings of each (core.model.evaluate.MIN_TRAININGS); with fewer it is "unconfirmed".
+
 Resumable: a row or fold whose bundle exists is not retrained, training resumes from its
 checkpoint, and the results file is rewritten after every row and fold.
 """
@@ -34,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -97,13 +102,29 @@ def recipe_args(card: dict[str, Any]) -> list[str]:
     missing = [k for k in RECIPE_KEYS if k not in training]
     if missing:
         raise ValueError(f"The card records no {', '.join(missing)}: its recipe cannot be repeated.")
-    return [part for key in RECIPE_KEYS for part in (f"--{key.replace('_', '-')}", str(training[key]))]
+    return ([part for key in RECIPE_KEYS for part in (f"--{key.replace('_', '-')}", str(training[key]))]
+            + (["--no-metadata"] if training.get("no_metadata") else []))
 
 
 def row_train_args(row: Row, weights_dir: Path) -> list[str]:
-    if row.recipe_of is None:
+    """How a row is trained: its own arguments, or a committed bundle's recorded recipe (row 5 copies the
+    default's; a reused row's further trainings repeat its own)."""
+    source = row.recipe_of or row.reuse
+    if source is None:
         return row.train_args
-    return recipe_args(json.loads((weights_dir / row.recipe_of / CARD_FILE).read_text()))
+    return recipe_args(json.loads((weights_dir / source / CARD_FILE).read_text()))
+
+
+def bundle_dir(args: argparse.Namespace, row: Row, seed: int) -> Path:
+    """Where a row's training with `seed` is: the committed bundle for a reused row's first training."""
+    if seed == args.seed:
+        return args.weights_dir / row.reuse if row.reuse else args.work_dir / "bundles" / row.id
+    return args.work_dir / "bundles" / f"{row.id}-seed{seed}"
+
+
+def row_seeds(args: argparse.Namespace, row: Row) -> list[int]:
+    """The seeds of a row's trainings (one for a heavy row)."""
+    return [args.seed] if row.heavy else [args.seed + k for k in range(args.trainings)]
 
 
 ROWS = [
@@ -144,6 +165,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "trainings side by side at --threads 1, then evaluating them in one run on 2 threads")
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--seed", type=int, default=config.SEED)
+    p.add_argument("--trainings", type=int, default=1,
+                   help="trainings per row (seeds --seed, --seed+1, ...); a claim between rows needs 3 of each")
     # smoke-test knobs, passed on to core.model.train
     p.add_argument("--limit", type=int)
     p.add_argument("--max-steps", type=int)
@@ -220,7 +243,8 @@ class Data:
 
 
 # -- training -----------------------------------------------------------------------------------------
-def train(args: argparse.Namespace, row: Row, data_dir: Path, split_file: Path, out: Path, work: Path) -> Path:
+def train(args: argparse.Namespace, row: Row, data_dir: Path, split_file: Path, out: Path, work: Path,
+          seed: int | None = None) -> Path:
     """core.model.train in a subprocess (its memory is returned when it ends); skipped if the bundle exists."""
     if (out / CARD_FILE).is_file():
         log.info("%s: bundle exists at %s, not retrained", row.id, out)
@@ -228,7 +252,8 @@ def train(args: argparse.Namespace, row: Row, data_dir: Path, split_file: Path, 
     cmd = [sys.executable, "-m", "core.model.train", "--name", row.id, *row_train_args(row, args.weights_dir),
            "--data", str(data_dir),
            "--split-file", str(split_file), "--out", str(out), "--work-dir", str(work), "--resume",
-           "--threads", str(args.threads), "--seed", str(args.seed), "--bootstrap", str(min(args.bootstrap, 200))]
+           "--threads", str(args.threads), "--seed", str(args.seed if seed is None else seed),
+           "--bootstrap", str(min(args.bootstrap, 200))]
     if args.limit:
         cmd += ["--limit", str(args.limit)]
     if args.max_steps:
@@ -244,6 +269,13 @@ def train(args: argparse.Namespace, row: Row, data_dir: Path, split_file: Path, 
 
 class TrainingFailed(RuntimeError):
     """One training run failed; the study records it and goes on with the next row or fold."""
+
+
+def further_trainings(args: argparse.Namespace, row: Row, data: Data) -> list[Path]:
+    """Train (or resume) the row's trainings after its first, one per further seed; their bundles."""
+    data_dir = data.guided_dir() if row.guided else args.data
+    return [train(args, row, data_dir, args.split_file, bundle_dir(args, row, seed),
+                  args.work_dir / "train" / f"{row.id}-seed{seed}", seed) for seed in row_seeds(args, row)[1:]]
 
 
 # -- evaluation -------------------------------------------------------------------------------------------
@@ -418,34 +450,54 @@ def score_row(bundle: Path, row: Row, data: Data) -> tuple[FusionNet, LesionData
     return model, dataset, Scored(card, probs, labels, groups, ids)
 
 
-def paired_with_reference(row_id: str, row: Scored, reference: Scored, n_boot: int) -> list[dict[str, Any]]:
-    """row - reference for each headline metric on the same test images, each model by its own card's
-    decision rule, with the paired lesion-bootstrap interval and how it may be worded (one training
-    of each model here, so a difference clear of 0 is "unconfirmed")."""
-    if not np.array_equal(np.sort(row.image_ids), np.sort(reference.image_ids)):
-        raise ValueError(f"{row_id} and {REFERENCE} were scored on different test images.")
-    order = pd.Series(np.arange(len(row.image_ids)), index=row.image_ids)[reference.image_ids].to_numpy()
-    probs = row.probs[order]
-    score, score_ref = deployed_scorers(row.card, reference.labels), deployed_scorers(reference.card, reference.labels)
+def aligned(row: list[Scored], reference: Scored) -> list[Scored]:
+    """Each training's outputs in the reference's image order."""
     out = []
-    for metric in score:
-        diff, lo, hi = paired_difference(lambda rows: score[metric](rows, probs),
-                                         lambda rows: score_ref[metric](rows, reference.probs), reference.groups, n_boot)
+    for scored in row:
+        if not np.array_equal(np.sort(scored.image_ids), np.sort(reference.image_ids)):
+            raise ValueError("rows scored on different test images cannot be paired")
+        order = pd.Series(np.arange(len(scored.image_ids)), index=scored.image_ids)[reference.image_ids].to_numpy()
+        out.append(Scored(scored.card, scored.probs[order], reference.labels, reference.groups, reference.image_ids))
+    return out
+
+
+def paired_with_reference(row_id: str, row: list[Scored], reference: list[Scored], n_boot: int) -> list[dict[str, Any]]:
+    """row - reference for each headline metric on the same test images, each training scored by its own
+    card's decision rule and each side averaged over its trainings, with the paired lesion-bootstrap
+    interval and how it may be worded (`difference_verdict` with the fewer trainings of the two)."""
+    first = reference[0]
+    try:
+        sides = aligned(row, first), aligned(reference, first)
+    except ValueError as exc:
+        raise ValueError(f"{row_id} and {REFERENCE}: {exc}") from None
+    trainings = min(len(row), len(reference))
+    out = []
+    for metric in deployed_scorers(first.card, first.labels):
+        def averaged(side: list[Scored]) -> Callable[[np.ndarray], float]:
+            scorers = [(deployed_scorers(s.card, first.labels)[metric], s.probs) for s in side]
+            return lambda rows: float(np.mean([score(rows, probs) for score, probs in scorers]))
+
+        diff, lo, hi = paired_difference(averaged(sides[0]), averaged(sides[1]), first.groups, n_boot)
         out.append({"comparison": f"{row_id} - {REFERENCE}", "metric": metric, "difference": diff, "ci95": [lo, hi],
-                    "trainings": 1, "verdict": difference_verdict(lo, hi, trainings=1)})
+                    "trainings": trainings, "verdict": difference_verdict(lo, hi, trainings=trainings)})
     return out
 
 
 def paired_differences(args: argparse.Namespace, results: dict[str, Any], data: Data,
-                       scored: dict[str, Scored]) -> None:
-    """results["differences"]: every evaluated row against row 4, paired (rows scored in this run are
-    reused; others are scored again from their bundle, if it is still on disk)."""
+                       scored: dict[str, list[Scored]]) -> None:
+    """results["differences"]: every evaluated row against row 4, paired (trainings scored in this run
+    are reused; others are scored again from their bundles, if they are still on disk)."""
     by_id = {r.id: r for r in ROWS}
 
-    def get(entry: dict[str, Any]) -> Scored | None:
-        if entry["id"] not in scored and Path(entry.get("bundle", "")).joinpath(CARD_FILE).is_file():
-            scored[entry["id"]] = score_row(Path(entry["bundle"]), by_id[entry["id"]], data)[2]
-        return scored.get(entry["id"])
+    def get(entry: dict[str, Any]) -> list[Scored] | None:
+        if entry["id"] not in scored:
+            row = by_id[entry["id"]]
+            bundles = [Path(entry.get("bundle", "")), *[bundle_dir(args, row, seed) for seed in row_seeds(args, row)[1:]]]
+            found = [b for b in bundles if (b / CARD_FILE).is_file()]
+            if not found or found[0] != bundles[0]:
+                return None
+            scored[entry["id"]] = [score_row(b, row, data)[2] for b in found]
+        return scored[entry["id"]]
 
     done = [e for e in results["rows"] if e.get("status") == "done"]
     reference = next((get(e) for e in done if e["id"] == REFERENCE), None)
@@ -456,11 +508,16 @@ def paired_differences(args: argparse.Namespace, results: dict[str, Any], data: 
 
 
 def evaluate_row(args: argparse.Namespace, row: Row, entry: dict[str, Any], bundle: Path, data: Data,
-                 scored: dict[str, Scored]) -> None:
+                 scored: dict[str, list[Scored]]) -> None:
+    """The row's figures from its first training; with --trainings, each further training's headline
+    metrics too (their paired comparison with row 4 averages over all of them)."""
     frame, images = data.get(row.guided)
     model, dataset, outputs = score_row(bundle, row, data)
-    scored[row.id] = outputs
+    further = [score_row(b, row, data)[2] for b in further_trainings(args, row, data)]
+    scored[row.id] = [outputs, *further]
     card, probs, labels, groups = outputs.card, outputs.probs, outputs.labels, outputs.groups
+    entry["trainings"] = [{"seed": s.card["training"]["seed"], **headline_metrics(s.card, s.probs, s.labels, s.groups)}
+                          for s in scored[row.id]]
     entry.update({
         "status": "done", "bundle": str(bundle), "metrics": row_metrics(probs, labels, groups, card, args.bootstrap),
         "val_metrics": val_metrics(bundle, frame, images),
@@ -505,10 +562,12 @@ def train_only(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     data = Data(args)
     for row in ROWS:
-        if args.rows and row.id not in args.rows or row.reuse or row.heavy:
+        if args.rows and row.id not in args.rows or row.heavy:
             continue
-        train(args, row, data.guided_dir() if row.guided else args.data, args.split_file,
-              args.work_dir / "bundles" / row.id, args.work_dir / "train" / row.id)
+        if not row.reuse:
+            train(args, row, data.guided_dir() if row.guided else args.data, args.split_file,
+                  args.work_dir / "bundles" / row.id, args.work_dir / "train" / row.id)
+        further_trainings(args, row, data)
 
 
 def cross_validation_note(results: dict[str, Any], folds: int) -> str:
@@ -544,7 +603,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     })
     data = Data(args)
-    scored: dict[str, Scored] = {}
+    scored: dict[str, list[Scored]] = {}
     wanted = [r for r in ROWS if not args.rows or r.id in args.rows]
     for row in wanted:
         entry = row_entry(results, row)

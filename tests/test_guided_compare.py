@@ -131,9 +131,26 @@ def test_row_5_repeats_the_default_recipe(bench) -> None:
     from core.model.train import parse_args
     parsed = parse_args(["--name", "x", *args])
     assert (parsed.class_weights, parsed.epochs, parsed.patience) == ("sqrt-inverse", 12, 12)
+    assert "--no-metadata" not in args
+    assert bench.recipe_args({"training": {**card["training"], "no_metadata": True}})[-1] == "--no-metadata"
     del card["training"]["label_smoothing"]
     with pytest.raises(ValueError, match="label_smoothing"):
         bench.recipe_args(card)
+
+
+def test_further_trainings_get_their_own_seeds_and_folders(bench, tmp_path) -> None:
+    args = bench.parse_args(["--trainings", "3", "--seed", "42", "--work-dir", str(tmp_path / "w"),
+                             "--weights-dir", str(tmp_path / "weights")])
+    rows = {r.id: r for r in bench.ROWS}
+    assert bench.row_seeds(args, rows["papercnn-fusion"]) == [42, 43, 44]
+    assert bench.row_seeds(args, rows["resnet50-fusion"]) == [42]
+    assert bench.bundle_dir(args, rows["lite0-fusion"], 42) == tmp_path / "weights" / "fusion-lite0"  # the committed one
+    assert bench.bundle_dir(args, rows["lite0-fusion"], 43) == tmp_path / "w" / "bundles" / "lite0-fusion-seed43"
+    assert bench.bundle_dir(args, rows["papercnn-fusion"], 42) == tmp_path / "w" / "bundles" / "papercnn-fusion"
+    assert comparison_table({"rows": [{"label": "x", "status": "done", "metrics": {
+        "accuracy": 0.7, "balanced_accuracy": 0.6, "melanoma_auroc": 0.8, "malignant_sens_at_80_spec": 0.5},
+        "trainings": [{"seed": s, "balanced_accuracy": b} for s, b in ((42, 0.55), (43, 0.57), (44, 0.59))]}]}
+    ).loc[0, "trainings (seeds)"] == "3: balanced accuracy 0.570 ± 0.020"
 
 
 def test_rows_are_paired_with_the_default_image_by_image(bench) -> None:
@@ -151,22 +168,28 @@ def test_rows_are_paired_with_the_default_image_by_image(bench) -> None:
             "temperature": 1.0}
     ids = np.array([f"ISIC_{i:07d}" for i in range(n)])
     groups = np.arange(n) // 2
-    reference = bench.Scored(card, probs, labels, groups, ids)
+    reference = [bench.Scored(card, probs, labels, groups, ids)]
     perm = rng.permutation(n)
-    same = bench.Scored(card, probs[perm], labels[perm], groups[perm], ids[perm])
+    same = [bench.Scored(card, probs[perm], labels[perm], groups[perm], ids[perm])]
     for d in bench.paired_with_reference("same", same, reference, 200):
         assert d["difference"] == 0 and d["ci95"] == [0.0, 0.0] and d["verdict"] == "tie"
     wrong = np.flatnonzero((probs.argmax(1) != labels) & (labels == 4))[0]
     better = probs.copy()
     better[wrong] = 0.0
     better[wrong, 4] = 1.0
-    result = {d["metric"]: d for d in bench.paired_with_reference("better", bench.Scored(card, better, labels, groups, ids),
-                                                                   reference, 200)}
+    improved = bench.Scored(card, better, labels, groups, ids)
+    result = {d["metric"]: d for d in bench.paired_with_reference("better", [improved], reference, 200)}
     assert result["balanced_accuracy"]["difference"] == pytest.approx(1 / (n // 2) / 2)  # one mel of 30, 2 classes
     assert result["balanced_accuracy"]["comparison"] == "better - lite0-fusion"
+    assert result["balanced_accuracy"]["trainings"] == 1
     assert result["melanoma_auroc"]["difference"] >= 0
+    # three trainings a side: each side is averaged over its trainings, and the training count is the fewer
+    three = {d["metric"]: d for d in bench.paired_with_reference("better", [improved, reference[0], reference[0]],
+                                                                  reference * 3, 200)}
+    assert three["balanced_accuracy"]["difference"] == pytest.approx(result["balanced_accuracy"]["difference"] / 3)
+    assert three["balanced_accuracy"]["trainings"] == 3
     with pytest.raises(ValueError, match="different test images"):
-        bench.paired_with_reference("other", bench.Scored(card, probs, labels, groups, np.roll(ids, 1) + "x"),
+        bench.paired_with_reference("other", [bench.Scored(card, probs, labels, groups, np.roll(ids, 1) + "x")],
                                     reference, 10)
 
 

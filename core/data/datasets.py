@@ -25,7 +25,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from core.config import CLASSES
+from core.config import CLASSES, SEED
 from core.data.metadata import SITE_REGION, UNKNOWN, MetadataEncoder
 from core.errors import InputError
 
@@ -409,12 +409,13 @@ def prepare(
 ) -> tuple[pd.DataFrame, list[np.ndarray], CleaningReport]:
     """Load + clean HAM10000, attach the shared lesion-grouped split, decode the images.
 
-    `limit` keeps a stratified sample of that many rows before any image is decoded.
+    `limit` keeps a stratified sample of that many rows before any image is decoded, drawn with the
+    project's seed whatever `seed` is: trainings with different seeds see the same images.
     """
     frame, report = load_ham10000(data_dir)
     frame["split"] = load_or_create_split(frame, Path(split_file), seed, create_split).to_numpy()
     if limit:
-        frame = sample_rows(frame, limit, seed)
+        frame = sample_rows(frame, limit, SEED)
     frame, images = load_images(frame, report)
     if not images:
         raise InputError(f"No readable images found under {data_dir}.")

@@ -208,6 +208,7 @@ def comparison_table(results: dict[str, Any]) -> pd.DataFrame:
             "melanoma AUROC": interval_text(m["melanoma_auroc"], m.get("melanoma_auroc_ci95")),
             "malignant sensitivity at 80% specificity": interval_text(m["malignant_sens_at_80_spec"],
                                                                       m.get("malignant_sens_at_80_spec_ci95")),
+            "trainings (seeds)": _trainings_text(row.get("trainings")),
             "training time": _training_text(row),
             "inference per image (ms)": _latency(row),
             "5-fold CV balanced accuracy": _cv_text(row.get("cv")),
@@ -287,6 +288,14 @@ def _latency(row: dict[str, Any]) -> str:
         return "n/a"
     threads = row.get("infer_threads")
     return f"{1000 * row['infer_seconds_per_image']:.1f}" + (f" on {_threads(threads)}" if threads else "")
+
+
+def _trainings_text(trainings: list[dict[str, Any]] | None) -> str:
+    """'1', or '3: balanced accuracy 0.571 +- 0.020' (mean +- sd over the row's trainings)."""
+    if not trainings or len(trainings) == 1:
+        return "1"
+    values = np.array([t["balanced_accuracy"] for t in trainings], dtype=float)
+    return f"{len(values)}: balanced accuracy {values.mean():.3f} ± {values.std(ddof=1):.3f}"
 
 
 def _training_text(row: dict[str, Any]) -> str:
