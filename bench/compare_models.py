@@ -117,9 +117,13 @@ def row_train_args(row: Row, weights_dir: Path) -> list[str]:
 
 def bundle_dir(args: argparse.Namespace, row: Row, seed: int) -> Path:
     """Where a row's training with `seed` is: the committed bundle for a reused row's first training."""
-    if seed == args.seed:
-        return args.weights_dir / row.reuse if row.reuse else args.work_dir / "bundles" / row.id
-    return args.work_dir / "bundles" / f"{row.id}-seed{seed}"
+    if seed == args.seed and row.reuse:
+        return args.weights_dir / row.reuse
+    return args.work_dir / "bundles" / _training_name(args, row, seed)
+
+
+def _training_name(args: argparse.Namespace, row: Row, seed: int) -> str:
+    return row.id if seed == args.seed else f"{row.id}-seed{seed}"
 
 
 def row_seeds(args: argparse.Namespace, row: Row) -> list[int]:
@@ -244,7 +248,7 @@ class Data:
 
 # -- training -----------------------------------------------------------------------------------------
 def train(args: argparse.Namespace, row: Row, data_dir: Path, split_file: Path, out: Path, work: Path,
-          seed: int | None = None) -> Path:
+          seed: int) -> Path:
     """core.model.train in a subprocess (its memory is returned when it ends); skipped if the bundle exists."""
     if (out / CARD_FILE).is_file():
         log.info("%s: bundle exists at %s, not retrained", row.id, out)
@@ -252,7 +256,7 @@ def train(args: argparse.Namespace, row: Row, data_dir: Path, split_file: Path, 
     cmd = [sys.executable, "-m", "core.model.train", "--name", row.id, *row_train_args(row, args.weights_dir),
            "--data", str(data_dir),
            "--split-file", str(split_file), "--out", str(out), "--work-dir", str(work), "--resume",
-           "--threads", str(args.threads), "--seed", str(args.seed if seed is None else seed),
+           "--threads", str(args.threads), "--seed", str(seed),
            "--bootstrap", str(min(args.bootstrap, 200))]
     if args.limit:
         cmd += ["--limit", str(args.limit)]
@@ -271,11 +275,14 @@ class TrainingFailed(RuntimeError):
     """One training run failed; the study records it and goes on with the next row or fold."""
 
 
-def further_trainings(args: argparse.Namespace, row: Row, data: Data) -> list[Path]:
-    """Train (or resume) the row's trainings after its first, one per further seed; their bundles."""
+def train_seeds(args: argparse.Namespace, row: Row, data: Data, seeds: list[int]) -> list[Path]:
+    """Train (or resume) the row's trainings with these seeds on the shared split; their bundles (a
+    reused row's committed bundle is returned as it is)."""
     data_dir = data.guided_dir() if row.guided else args.data
-    return [train(args, row, data_dir, args.split_file, bundle_dir(args, row, seed),
-                  args.work_dir / "train" / f"{row.id}-seed{seed}", seed) for seed in row_seeds(args, row)[1:]]
+    return [bundle_dir(args, row, seed) if row.reuse and seed == args.seed
+            else train(args, row, data_dir, args.split_file, bundle_dir(args, row, seed),
+                       args.work_dir / "train" / _training_name(args, row, seed), seed)
+            for seed in seeds]
 
 
 # -- evaluation -------------------------------------------------------------------------------------------
@@ -392,7 +399,7 @@ def run_cv(args: argparse.Namespace, row: Row, entry: dict[str, Any], data: Data
             continue
         try:
             bundle = train(args, row, data_dir, split_file, args.work_dir / "cv" / row.id / f"fold{k}" / "bundle",
-                           args.work_dir / "cv" / row.id / f"fold{k}" / "work")
+                           args.work_dir / "cv" / row.id / f"fold{k}" / "work", args.seed)
         except TrainingFailed as exc:
             cv.update({"status": "failed", "note": f"fold {k}: {exc}"})
             save_results(results, args.out)
@@ -492,7 +499,7 @@ def paired_differences(args: argparse.Namespace, results: dict[str, Any], data: 
     def get(entry: dict[str, Any]) -> list[Scored] | None:
         if entry["id"] not in scored:
             row = by_id[entry["id"]]
-            bundles = [Path(entry.get("bundle", "")), *[bundle_dir(args, row, seed) for seed in row_seeds(args, row)[1:]]]
+            bundles = [bundle_dir(args, row, seed) for seed in row_seeds(args, row)]
             found = [b for b in bundles if (b / CARD_FILE).is_file()]
             if not found or found[0] != bundles[0]:
                 return None
@@ -507,14 +514,14 @@ def paired_differences(args: argparse.Namespace, results: dict[str, Any], data: 
                               for d in paired_with_reference(e["id"], scored[e["id"]], reference, args.bootstrap)]
 
 
-def evaluate_row(args: argparse.Namespace, row: Row, entry: dict[str, Any], bundle: Path, data: Data,
+def evaluate_row(args: argparse.Namespace, row: Row, entry: dict[str, Any], bundles: list[Path], data: Data,
                  scored: dict[str, list[Scored]]) -> None:
     """The row's figures from its first training; with --trainings, each further training's headline
     metrics too (their paired comparison with row 4 averages over all of them)."""
     frame, images = data.get(row.guided)
+    bundle = bundles[0]
     model, dataset, outputs = score_row(bundle, row, data)
-    further = [score_row(b, row, data)[2] for b in further_trainings(args, row, data)]
-    scored[row.id] = [outputs, *further]
+    scored[row.id] = [outputs, *[score_row(b, row, data)[2] for b in bundles[1:]]]
     card, probs, labels, groups = outputs.card, outputs.probs, outputs.labels, outputs.groups
     entry["trainings"] = [{"seed": s.card["training"]["seed"], **headline_metrics(s.card, s.probs, s.labels, s.groups)}
                           for s in scored[row.id]]
@@ -564,10 +571,7 @@ def train_only(args: argparse.Namespace) -> None:
     for row in ROWS:
         if args.rows and row.id not in args.rows or row.heavy:
             continue
-        if not row.reuse:
-            train(args, row, data.guided_dir() if row.guided else args.data, args.split_file,
-                  args.work_dir / "bundles" / row.id, args.work_dir / "train" / row.id)
-        further_trainings(args, row, data)
+        train_seeds(args, row, data, row_seeds(args, row))
 
 
 def cross_validation_note(results: dict[str, Any], folds: int) -> str:
@@ -625,10 +629,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 continue
             reason_trained = f"Trained because row 2 showed promise ({why})."
         if entry.get("status") != "done" or args.re_evaluate:
+            first = bundle_dir(args, row, args.seed)
             if row.reuse:
-                bundle = args.weights_dir / row.reuse
-                if not (bundle / CARD_FILE).is_file():
-                    entry.update({"status": "missing", "note": f"The committed bundle {bundle} does not exist yet."})
+                if not (first / CARD_FILE).is_file():
+                    entry.update({"status": "missing", "note": f"The committed bundle {first} does not exist yet."})
                     save_results(results, args.out)
                     continue
                 entry["note"] = f"The committed bundle weights/{row.reuse}, evaluated, not retrained."
@@ -637,21 +641,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     reason_trained, f"Trained here: core.model.train {' '.join(row_train_args(row, args.weights_dir))} "
                                     "(the bundle stays under "
                                     "--work-dir, by default runs/compare/bundles; not committed)."]))
-                if not (args.work_dir / "bundles" / row.id / CARD_FILE).is_file():
+                if not (first / CARD_FILE).is_file():
                     # until it is evaluated, the results file says it is in training, with no figures of an
                     # earlier run (a study stopped mid-training leaves that, not stale figures)
                     without_figures(entry, "training", f"Being trained (resumable: re-run to continue). {note}")
                     save_results(results, args.out)
                 entry["note"] = note
-                data_dir = data.guided_dir() if row.guided else args.data
-                try:
-                    bundle = train(args, row, data_dir, args.split_file, args.work_dir / "bundles" / row.id,
-                                   args.work_dir / "train" / row.id)
-                except TrainingFailed as exc:
-                    entry.update({"status": "failed", "note": str(exc)})
-                    save_results(results, args.out)
-                    continue
-            evaluate_row(args, row, entry, bundle, data, scored)
+            try:
+                bundles = train_seeds(args, row, data, row_seeds(args, row))
+            except TrainingFailed as exc:
+                entry.update({"status": "failed", "note": str(exc)})
+                save_results(results, args.out)
+                continue
+            evaluate_row(args, row, entry, bundles, data, scored)
             save_results(results, args.out)
             log.info("%s: %s", row.id, entry["metrics"])
         if row.id in args.cv_models:
