@@ -214,9 +214,11 @@ def comparison_section() -> None:
                    "overlap, this test split cannot tell the models apart.")
     if comparison.get("differences"):
         st.subheader("Each row against the default model, paired")
+        fewest = min(d.get("trainings") or 1 for d in comparison["differences"])
         st.caption("Every row minus the app's default (row 4), both scored on the same resampled test lesions. "
-                   "Each training ran once (one seed): a difference here can also be run-to-run variance, "
-                   "which this interval does not include.")
+                   + (f"Some rows rest on {pf.trainings_each({'trainings': fewest})}: " if fewest < MIN_TRAININGS
+                      else "")
+                   + "a difference can also be run-to-run variance, which this interval does not include.")
         differences_view(comparison["differences"], "perf_comparison_differences")
     for note in comparison.get("notes", []):
         st.markdown(f"- {note}")
@@ -226,14 +228,15 @@ def differences_view(differences: list[dict[str, Any]], key: str) -> None:
     """The difference plot, and the ties named under it."""
     st.plotly_chart(pf.difference_figure(differences), key=key)
     def named(verdict: str) -> list[str]:
-        return [f"{d['comparison']}, {pf.DIFFERENCE_METRICS[d['metric']]}" for d in differences
-                if pf.verdict_of(d) == verdict]
+        return [f"{d['comparison']}, {pf.DIFFERENCE_METRICS[d['metric']]}"
+                + (f" ({pf.trainings_each(d)})" if verdict == "unconfirmed" else "")
+                for d in differences if pf.verdict_of(d) == verdict]
 
     ties, unconfirmed = named("tie"), named("unconfirmed")
     st.caption("Points: the difference on the test split; bars: its 95% interval. An interval that contains 0 "
                "is a tie: this test split cannot tell the two apart. "
                + (f"Ties: {'; '.join(ties)}. " if ties else "No tie. ")
-               + (f"Clear of 0 but from one training of each model, so not claimed (a claim needs "
+               + (f"Clear of 0 but from too few trainings of each model, so not claimed (a claim needs "
                   f"{MIN_TRAININGS} trainings, seeds, of each: the interval leaves out run-to-run variance): "
                   f"{'; '.join(unconfirmed)}." if unconfirmed else ""))
 

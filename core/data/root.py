@@ -57,7 +57,7 @@ def confine_images(frame: pd.DataFrame, root: Path | str) -> pd.DataFrame:
     """`frame` with every image_path that resolves outside `root` (a linked file or folder pointing
     elsewhere) set to None: the pages never read an image from outside the data root."""
     paths = frame["image_path"]
-    outside = paths.notna() & ~paths.map(lambda p: p is None or pd.isna(p) or inside(root, p))
+    outside = paths.map(lambda p: pd.notna(p) and not inside(root, p)).astype(bool)
     if not outside.any():
         return frame
     log.warning("%d image files of the dataset lead outside the data folder %s: not read", int(outside.sum()), root)

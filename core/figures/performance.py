@@ -249,12 +249,23 @@ DIFFERENCE_METRICS = {"balanced_accuracy": "balanced accuracy", "melanoma_auroc"
 
 
 VERDICT_COLOURS = {"tie": "#9a9a9a", "unconfirmed": "#c07a00"}
-VERDICT_TEXT = {"tie": "tie", "unconfirmed": "1 training each"}
 
 
 def verdict_of(difference: dict[str, Any]) -> str:
     """A stored difference's verdict (written with its training count), else the interval's."""
     return difference.get("verdict") or difference_verdict(*difference["ci95"])
+
+
+def trainings_each(difference: dict[str, Any]) -> str:
+    """'1 training each', '2 trainings each': what an unconfirmed difference rests on."""
+    n = difference.get("trainings") or 1
+    return f"{n} training{'s' if n > 1 else ''} each"
+
+
+def verdict_label(difference: dict[str, Any]) -> str:
+    """The word beside a point of the difference plot: 'tie', the trainings of an unconfirmed one, or none."""
+    verdict = verdict_of(difference)
+    return {"tie": "tie", "unconfirmed": trainings_each(difference)}.get(verdict, "")
 
 
 def difference_figure(differences: list[dict[str, Any]]) -> go.Figure:
@@ -273,7 +284,7 @@ def difference_figure(differences: list[dict[str, Any]]) -> go.Figure:
         verdicts = [verdict_of(rows[c]) for c in shown]
         fig.add_trace(go.Scatter(x=diff, y=shown, mode="markers+text", showlegend=False,
                                  marker={"size": 10, "color": [VERDICT_COLOURS.get(v, "#1f4e79") for v in verdicts]},
-                                 text=[VERDICT_TEXT.get(v, "") for v in verdicts], textposition="top center",
+                                 text=[verdict_label(rows[c]) for c in shown], textposition="top center",
                                  error_x={"type": "data", "symmetric": False, "array": hi - diff,
                                           "arrayminus": diff - lo, "color": "#555555"},
                                  hovertemplate="%{y}<br>%{x:+.3f}<extra></extra>"), row=1, col=col)
